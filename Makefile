@@ -1,0 +1,55 @@
+# libretto: the two commands are `make run` (boot the demo) and `make test`
+# (every suite). Both set up what they need on a fresh machine.
+
+SHELL := /bin/bash
+NODE ?= node
+CARGO ?= cargo
+HOST_BIN := host/target/release/libretto
+STAMP := build/.stamps
+
+.PHONY: all setup components build run test bench clean help
+
+all: build components
+
+help:
+	@echo "make run         boot the demo system (no root needed)"
+	@echo "make test        run every test suite; last line: N passed, N failed"
+	@echo "make components  build the TypeScript components (cached by content)"
+	@echo "make build       build the host into bin/libretto"
+	@echo "make bench       measure call and ring costs on both JS engines"
+	@echo "make clean       remove build outputs (keeps the component cache)"
+
+# npm packages, pinned by package-lock.json; reinstalled when it changes.
+$(STAMP)/npm: package.json package-lock.json
+	@mkdir -p $(STAMP)
+	@echo "== npm packages"
+	@# npm ci rejects this lock file (npm 11 records no optional platform
+	@# packages of other platforms); npm install still follows the lock.
+	npm install --no-audit --no-fund
+	@touch $@
+
+setup: $(STAMP)/npm
+	@bash tools/setup.sh
+
+components: $(STAMP)/npm
+	@echo "== components"
+	@$(NODE) tools/build-components.mjs
+
+build:
+	@echo "== host (cargo build --release)"
+	@cd host && $(CARGO) build --release
+	@mkdir -p bin && cp $(HOST_BIN) bin/libretto
+
+run: setup build components
+	@echo "== run"
+	@bin/libretto run
+
+test: setup build components
+	@$(NODE) tools/test-all.mjs
+
+bench: setup build components
+	@bin/libretto bench --components build/components --out bench/results
+
+clean:
+	rm -rf build/components build/bundles bin/libretto
+	cd host && $(CARGO) clean

@@ -1,0 +1,93 @@
+//! libretto's host: runs libretto's WebAssembly components on wasmtime.
+//!
+//! Commands:
+//!   libretto run [--components DIR]     the frame demo (two components, one ring pair)
+//!   libretto test COMPONENT...           run components' tests inside wasmtime
+//!   libretto compile COMPONENT...        precompile components into the cache
+//!   libretto bench [--components DIR] [--out DIR]
+//!                                        measure call and ring costs per JS engine
+
+mod bench;
+mod bindings;
+mod buffers;
+mod demo;
+mod engine;
+mod link;
+mod portmap;
+mod ring;
+mod state;
+mod testcmd;
+
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: libretto <command> [args]
+
+commands:
+  run [--components DIR]          boot the frame demo: two components exchange
+                                  frames over host-owned rings (default DIR:
+                                  build/components)
+  test COMPONENT...               run each component's tests inside wasmtime
+  compile COMPONENT...            precompile components into the cache
+  bench [--components DIR] [--out DIR]
+                                  measure call and ring costs on both JS engines
+  help                            show this";
+
+fn components_dir(args: &[String]) -> Result<PathBuf, String> {
+    let mut dir = PathBuf::from("build/components");
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--components" => {
+                dir = PathBuf::from(args.get(i + 1).ok_or("--components needs a directory")?);
+                i += 2;
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(dir)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("run") => match components_dir(&args[1..]) {
+            Ok(dir) => demo::main(&dir),
+            Err(e) => {
+                eprintln!("libretto run: {e}\n{USAGE}");
+                2
+            }
+        },
+        Some("test") => testcmd::main(&args[1..]),
+        Some("compile") => {
+            let mut code = 0;
+            if args.len() < 2 {
+                eprintln!("libretto compile: give one or more component files");
+                code = 2;
+            }
+            for f in &args[1..] {
+                match engine::load(std::path::Path::new(f)) {
+                    Ok(_) => println!("compiled {f}"),
+                    Err(e) => {
+                        eprintln!("libretto compile: {e}");
+                        code = 2;
+                    }
+                }
+            }
+            code
+        }
+        Some("bench") => bench::main(&args[1..]),
+        Some("help") | Some("--help") | Some("-h") => {
+            println!("{USAGE}");
+            0
+        }
+        Some(other) => {
+            eprintln!("libretto: unknown command `{other}`\n{USAGE}");
+            2
+        }
+        None => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,446 @@
+//! The state of one component instance (its Store's data) and the host's
+//! side of the interfaces it imports.
+
+use crate::bindings::libretto::io::buffers as wit_buffers;
+use crate::bindings::libretto::net::{link as wit_link, portmap as wit_portmap, types as wit_types};
+use crate::bindings::libretto::system::bench_host;
+use crate::buffers::{BufError, Buffer, ByteQueue};
+use crate::link::{tx_frame_valid, HeldFrames, LinkSlot};
+use crate::portmap::{AppId, BindError, PortPolicy, Portmap, Proto};
+use crate::ring::{Frame, Gso, Offload, Wake};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{Result, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The host's monotonic clock origin; `now` counts from here.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// A component's place in the portmap.
+#[derive(Clone)]
+pub struct PortmapGrant {
+    pub map: Arc<Portmap>,
+    pub app: AppId,
+    pub policy: PortPolicy,
+}
+
+/// Counters the host keeps per component.
+#[derive(Default)]
+pub struct HostCounters {
+    pub release_unknown: AtomicU64,
+    pub tx_invalid: AtomicU64,
+    pub tx_full: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub rx_frames: AtomicU64,
+}
+
+/// What a component instance may reach, set by whoever starts it.
+pub struct Ctx {
+    pub name: String,
+    pub table: ResourceTable,
+    pub wasi: WasiCtx,
+    pub limits: StoreLimits,
+    pub link: Option<LinkSlot>,
+    pub held: HeldFrames,
+    pub portmap: Option<PortmapGrant>,
+    pub counters: Arc<HostCounters>,
+}
+
+impl Ctx {
+    pub fn new(name: impl Into<String>) -> Ctx {
+        Ctx {
+            name: name.into(),
+            table: ResourceTable::new(),
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            limits: wasmtime::StoreLimitsBuilder::new().memory_size(1 << 30).instances(64).build(),
+            link: None,
+            held: HeldFrames::new(8192),
+            portmap: None,
+            counters: Arc::new(HostCounters::default()),
+        }
+    }
+
+    fn link(&self) -> Result<&LinkSlot> {
+        self.link
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("component `{}` has no link bound", self.name))
+    }
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn buf_err(e: BufError) -> wit_buffers::BufferError {
+    match e {
+        BufError::OutOfRange => wit_buffers::BufferError::OutOfRange,
+        BufError::NoMemory => wit_buffers::BufferError::NoMemory,
+    }
+}
+
+// ---- libretto:io/buffers -------------------------------------------------
+
+impl wit_buffers::Host for Ctx {}
+
+impl wit_buffers::HostBuffer for Ctx {
+    fn create(&mut self, len: u32) -> Result<Result<Resource<Buffer>, wit_buffers::BufferError>> {
+        Ok(match Buffer::new(len) {
+            Ok(b) => Ok(self.table.push(b)?),
+            Err(e) => Err(buf_err(e)),
+        })
+    }
+    fn len(&mut self, b: Resource<Buffer>) -> Result<u32> {
+        Ok(self.table.get(&b)?.len())
+    }
+    fn read(&mut self, b: Resource<Buffer>, offset: u32, len: u32) -> Result<Result<Vec<u8>, wit_buffers::BufferError>> {
+        Ok(self.table.get(&b)?.read(offset, len).map_err(buf_err))
+    }
+    fn write(&mut self, b: Resource<Buffer>, offset: u32, data: Vec<u8>) -> Result<Result<(), wit_buffers::BufferError>> {
+        Ok(self.table.get(&b)?.write(offset, &data).map_err(buf_err))
+    }
+    fn drop(&mut self, b: Resource<Buffer>) -> Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl wit_buffers::HostByteQueue for Ctx {
+    fn new(&mut self, capacity: u32) -> Result<Resource<ByteQueue>> {
+        match ByteQueue::new(capacity) {
+            Ok(q) => Ok(self.table.push(q)?),
+            // A constructor cannot return an error in WIT; asking for more
+            // than the documented limit is a bug in the component.
+            Err(_) => wasmtime::bail!("byte-queue capacity {capacity} is above the 64 MiB limit"),
+        }
+    }
+    fn capacity(&mut self, q: Resource<ByteQueue>) -> Result<u32> {
+        Ok(self.table.get(&q)?.capacity())
+    }
+    fn head(&mut self, q: Resource<ByteQueue>) -> Result<u64> {
+        Ok(self.table.get(&q)?.head())
+    }
+    fn tail(&mut self, q: Resource<ByteQueue>) -> Result<u64> {
+        Ok(self.table.get(&q)?.tail())
+    }
+    fn append(&mut self, q: Resource<ByteQueue>, data: Vec<u8>) -> Result<u32> {
+        Ok(self.table.get(&q)?.append(&data))
+    }
+    fn splice(&mut self, q: Resource<ByteQueue>, src: Resource<ByteQueue>, len: u32) -> Result<u32> {
+        let dst = self.table.get(&q)?;
+        let src = self.table.get(&src)?;
+        Ok(dst.splice_from(src, len))
+    }
+    fn read(&mut self, q: Resource<ByteQueue>, max: u32) -> Result<Vec<u8>> {
+        Ok(self.table.get(&q)?.read(max))
+    }
+    fn peek(&mut self, q: Resource<ByteQueue>, at: u64, len: u32) -> Result<Result<Vec<u8>, wit_buffers::BufferError>> {
+        let mut out = Vec::new();
+        Ok(self.table.get(&q)?.copy_range(at, len, &mut out).map(|_| out).map_err(buf_err))
+    }
+    fn write_at(&mut self, q: Resource<ByteQueue>, at: u64, data: Vec<u8>) -> Result<Result<(), wit_buffers::BufferError>> {
+        Ok(self.table.get(&q)?.write_at(at, &data).map_err(buf_err))
+    }
+    fn advance_tail(&mut self, q: Resource<ByteQueue>, to: u64) -> Result<Result<(), wit_buffers::BufferError>> {
+        Ok(self.table.get(&q)?.advance_tail(to).map_err(buf_err))
+    }
+    fn release(&mut self, q: Resource<ByteQueue>, to: u64) -> Result<Result<(), wit_buffers::BufferError>> {
+        Ok(self.table.get(&q)?.release(to).map_err(buf_err))
+    }
+    fn drop(&mut self, q: Resource<ByteQueue>) -> Result<()> {
+        self.table.delete(q)?;
+        Ok(())
+    }
+}
+
+// ---- libretto:net/types and link -----------------------------------------
+
+impl wit_types::Host for Ctx {}
+
+pub fn offload_from_wit(o: &wit_types::Offload) -> Offload {
+    Offload {
+        needs_csum: o.needs_csum,
+        csum_valid: o.csum_valid,
+        gso: match o.gso {
+            wit_types::GsoKind::None => Gso::None,
+            wit_types::GsoKind::Tcpv4 => Gso::TcpV4,
+            wit_types::GsoKind::Udpv4 => Gso::UdpV4,
+        },
+        hdr_len: o.hdr_len,
+        gso_size: o.gso_size,
+        csum_start: o.csum_start,
+        csum_offset: o.csum_offset,
+    }
+}
+
+pub fn offload_to_wit(o: &Offload) -> wit_types::Offload {
+    wit_types::Offload {
+        needs_csum: o.needs_csum,
+        csum_valid: o.csum_valid,
+        gso: match o.gso {
+            Gso::None => wit_types::GsoKind::None,
+            Gso::TcpV4 => wit_types::GsoKind::Tcpv4,
+            Gso::UdpV4 => wit_types::GsoKind::Udpv4,
+        },
+        hdr_len: o.hdr_len,
+        gso_size: o.gso_size,
+        csum_start: o.csum_start,
+        csum_offset: o.csum_offset,
+    }
+}
+
+/// Turn a deadline in host nanoseconds into an Instant; None if it is so
+/// far away that it means "no deadline".
+pub fn deadline_instant(deadline_ns: u64) -> Option<Instant> {
+    const FAR_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
+    let now = now_ns();
+    if deadline_ns <= now {
+        return Some(Instant::now());
+    }
+    let wait = deadline_ns - now;
+    if wait > FAR_NS {
+        return None;
+    }
+    Some(Instant::now() + Duration::from_nanos(wait))
+}
+
+pub fn wake_to_wit(w: Wake) -> wit_types::WakeReason {
+    match w {
+        Wake::Ready => wit_types::WakeReason::Ready,
+        Wake::Timeout => wit_types::WakeReason::Timeout,
+        Wake::Stop => wit_types::WakeReason::Stop,
+    }
+}
+
+impl wit_link::Host for Ctx {
+    fn info(&mut self) -> Result<wit_link::LinkInfo> {
+        let port = self.link()?.get();
+        let i = &port.info;
+        Ok(wit_link::LinkInfo {
+            mac: i.mac,
+            mtu: i.mtu,
+            max_frame: i.max_frame,
+            offloads: wit_types::OffloadCaps { tx_csum: i.caps.tx_csum, tso: i.caps.tso, rx_csum: i.caps.rx_csum, lro: i.caps.lro },
+            head_bytes: i.head_bytes,
+            max_batch: i.max_batch,
+        })
+    }
+
+    fn recv(&mut self, max: u32) -> Result<Vec<wit_types::RxFrame>> {
+        let port = self.link()?.get();
+        let n = (max as usize).min(port.info.max_batch as usize).min(self.held.room());
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut frames = Vec::with_capacity(n);
+        port.rx.pop_batch(n, &mut frames);
+        let head_bytes = port.info.head_bytes as usize;
+        let mut out = Vec::with_capacity(frames.len());
+        for f in frames {
+            let len = f.data.len() as u32;
+            let head = f.data[..f.data.len().min(head_bytes)].to_vec();
+            let offload = offload_to_wit(&f.offload);
+            let id = self.held.insert(f);
+            out.push(wit_types::RxFrame { id, len, offload, head });
+        }
+        self.counters.rx_frames.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    fn place(&mut self, placements: Vec<wit_link::Placement>) -> Result<Result<(), wit_link::PlaceError>> {
+        for (i, p) in placements.iter().enumerate() {
+            let fail = |reason| Ok(Err(wit_link::PlaceError { index: i as u32, reason }));
+            let Some(frame) = self.held.get(p.frame) else {
+                return fail(wit_link::PlaceFailure::UnknownFrame);
+            };
+            let end = p.offset as u64 + p.len as u64;
+            if end > frame.data.len() as u64 {
+                return fail(wit_link::PlaceFailure::OutOfRange);
+            }
+            let q = self.table.get(&p.queue)?;
+            if q.write_at(p.at, &frame.data[p.offset as usize..end as usize]).is_err() {
+                return fail(wit_link::PlaceFailure::QueueFull);
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn release(&mut self, frames: Vec<u32>) -> Result<()> {
+        let mut unknown = 0;
+        for id in frames {
+            if self.held.take(id).is_none() {
+                unknown += 1;
+            }
+        }
+        if unknown > 0 {
+            self.counters.release_unknown.fetch_add(unknown, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, frames: Vec<wit_link::TxFrame>) -> Result<wit_link::SendReport> {
+        let port = self.link()?.get();
+        let mut out = Vec::with_capacity(frames.len());
+        let mut invalid = 0u32;
+        'frames: for f in &frames {
+            let mut total = f.head.len() as u64;
+            for c in &f.body {
+                total += c.len as u64;
+            }
+            if total > port.info.max_frame as u64 {
+                invalid += 1;
+                continue;
+            }
+            let mut data = Vec::with_capacity(total as usize);
+            data.extend_from_slice(&f.head);
+            for c in &f.body {
+                let ok = match &c.src {
+                    wit_link::Source::Queue(q) => self.table.get(q)?.copy_range(c.offset, c.len, &mut data).is_ok(),
+                    wit_link::Source::Frame(id) => match self.held.get(*id) {
+                        Some(src) if c.offset.checked_add(c.len as u64).is_some_and(|e| e <= src.data.len() as u64) => {
+                            data.extend_from_slice(&src.data[c.offset as usize..c.offset as usize + c.len as usize]);
+                            true
+                        }
+                        _ => false,
+                    },
+                };
+                if !ok {
+                    invalid += 1;
+                    continue 'frames;
+                }
+            }
+            let offload = offload_from_wit(&f.offload);
+            if !tx_frame_valid(data.len(), &offload, &port.info) {
+                invalid += 1;
+                continue;
+            }
+            out.push(Frame { data, offload });
+        }
+        let attempted = out.len() as u32;
+        let sent = port.tx.push_batch(out) as u32;
+        let full = attempted - sent;
+        self.counters.tx_frames.fetch_add(sent as u64, Ordering::Relaxed);
+        self.counters.tx_invalid.fetch_add(invalid as u64, Ordering::Relaxed);
+        self.counters.tx_full.fetch_add(full as u64, Ordering::Relaxed);
+        Ok(wit_link::SendReport { sent, dropped_full: full, dropped_invalid: invalid })
+    }
+
+    fn wait(&mut self, deadline_ns: u64) -> Result<wit_types::WakeReason> {
+        let slot = self.link()?.clone();
+        let deadline = deadline_instant(deadline_ns);
+        let w = slot.notify.wait_until(deadline, || !slot.get().rx.is_empty());
+        Ok(wake_to_wit(w))
+    }
+
+    fn now(&mut self) -> Result<u64> {
+        Ok(now_ns())
+    }
+}
+
+// ---- libretto:net/portmap ------------------------------------------------
+
+fn proto(p: wit_types::Protocol) -> Proto {
+    match p {
+        wit_types::Protocol::Tcp => Proto::Tcp,
+        wit_types::Protocol::Udp => Proto::Udp,
+    }
+}
+
+fn bind_err(e: BindError) -> wit_portmap::BindError {
+    match e {
+        BindError::InUse => wit_portmap::BindError::InUse,
+        BindError::Forbidden => wit_portmap::BindError::Forbidden,
+        BindError::Exhausted => wit_portmap::BindError::Exhausted,
+        BindError::Invalid => wit_portmap::BindError::Invalid,
+    }
+}
+
+impl Ctx {
+    fn grant(&self) -> Result<&PortmapGrant> {
+        self.portmap
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("component `{}` has no portmap grant", self.name))
+    }
+}
+
+impl wit_portmap::Host for Ctx {
+    fn bind(&mut self, p: wit_types::Protocol, port: u16) -> Result<Result<(), wit_portmap::BindError>> {
+        let g = self.grant()?;
+        Ok(g.map.bind(g.app, &g.policy, proto(p), port).map_err(bind_err))
+    }
+    fn bind_ephemeral(&mut self, p: wit_types::Protocol) -> Result<Result<u16, wit_portmap::BindError>> {
+        let g = self.grant()?;
+        Ok(g.map.bind_ephemeral(g.app, &g.policy, proto(p)).map_err(bind_err))
+    }
+    fn unbind(&mut self, p: wit_types::Protocol, port: u16) -> Result<bool> {
+        let g = self.grant()?;
+        Ok(g.map.unbind(g.app, proto(p), port))
+    }
+}
+
+// ---- libretto:system/bench-host ------------------------------------------
+
+impl bench_host::Host for Ctx {
+    fn noop(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // A component that ends (or traps) gives its ports back.
+        if let Some(g) = &self.portmap {
+            g.map.release_app(g.app);
+        }
+    }
+}
+
+// ---- libretto:system/probe-host (boundary tests only) ---------------------
+
+use crate::bindings::libretto::system::{probe_host, probe_types};
+
+impl probe_types::Host for Ctx {}
+
+fn parse_dec<T: std::str::FromStr>(s: &str) -> Result<T> {
+    s.parse::<T>().map_err(|_| wasmtime::format_err!("probe-host: `{s}` is not a decimal of the right width"))
+}
+
+impl probe_host::Host for Ctx {
+    fn show_u32(&mut self, x: u32) -> Result<String> {
+        Ok(x.to_string())
+    }
+    fn show_u64(&mut self, x: u64) -> Result<String> {
+        Ok(x.to_string())
+    }
+    fn show_wide(&mut self, w: probe_types::Wide) -> Result<String> {
+        let (a, b, c, d) = w.ip;
+        Ok(format!("{} {} {a}.{b}.{c}.{d} {}", w.a32, w.b64, w.mac))
+    }
+    fn show_u32s(&mut self, v: Vec<u32>) -> Result<String> {
+        Ok(v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "))
+    }
+    fn give_u32(&mut self, d: String) -> Result<u32> {
+        parse_dec(&d)
+    }
+    fn give_u64(&mut self, d: String) -> Result<u64> {
+        parse_dec(&d)
+    }
+    fn give_wide(&mut self, a32: String, b64: String, ip: String, mac: String) -> Result<probe_types::Wide> {
+        let ip: u32 = parse_dec(&ip)?;
+        let [a, b, c, d] = ip.to_be_bytes();
+        Ok(probe_types::Wide { a32: parse_dec(&a32)?, b64: parse_dec(&b64)?, ip: (a, b, c, d), mac: parse_dec(&mac)? })
+    }
+    fn give_u32s(&mut self, d: Vec<String>) -> Result<Vec<u32>> {
+        d.iter().map(|s| parse_dec(s)).collect()
+    }
+}
