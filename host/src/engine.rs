@@ -111,12 +111,17 @@ pub fn load(path: &Path) -> Result<Component, LoadError> {
         }
         Err(e) => return Err(LoadError(format!("{shown}: cannot read: {e}"))),
     };
-    if let Some(kind) = Engine::detect_precompiled(&bytes) {
+    load_bytes(&bytes, &shown.to_string())
+}
+
+/// Load a component from bytes; `shown` names it in errors.
+pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Component, LoadError> {
+    if let Some(kind) = Engine::detect_precompiled(bytes) {
         return match kind {
             wasmtime::Precompiled::Component => {
                 // SAFETY: only files this host wrote are trusted as precompiled
                 // code; the user asked for this file by name.
-                unsafe { Component::deserialize(engine(), &bytes) }
+                unsafe { Component::deserialize(engine(), bytes) }
                     .map_err(|e| LoadError(format!("{shown}: precompiled for another engine or corrupt: {}", first_line(&e))))
             }
             wasmtime::Precompiled::Module => Err(LoadError(format!("{shown}: a precompiled core module, not a component"))),
@@ -134,7 +139,7 @@ pub fn load(path: &Path) -> Result<Component, LoadError> {
         [0x0d, 0x00, 0x01, 0x00] => {}
         _ => return Err(LoadError(format!("{shown}: unknown WebAssembly version or layer {:02x?}", &bytes[4..8]))),
     }
-    let digest = Sha256::digest(&bytes);
+    let digest = Sha256::digest(bytes);
     let dir = cache_dir().join("cwasm");
     let cached = dir.join(format!("{}-{}.cwasm", hex(&digest[..16]), engine_key()));
     if cached.exists() {
@@ -145,7 +150,7 @@ pub fn load(path: &Path) -> Result<Component, LoadError> {
         }
     }
     let code = engine()
-        .precompile_component(&bytes)
+        .precompile_component(bytes)
         .map_err(|e| LoadError(format!("{shown}: not a valid component: {}", first_line(&e))))?;
     // The cache is an optimisation: if it cannot be written, go on.
     if std::fs::create_dir_all(&dir).is_ok() {

@@ -6,10 +6,13 @@
 //!   libretto compile COMPONENT...        precompile components into the cache
 //!   libretto bench [--components DIR] [--out DIR]
 //!                                        measure call and ring costs per JS engine
+//!   libretto compose -o OUT SOCKET PLUG...
+//!                                        plug components' exports into a component
 
 mod bench;
 mod bindings;
 mod buffers;
+mod compose;
 mod demo;
 mod engine;
 mod link;
@@ -30,6 +33,8 @@ commands:
   compile COMPONENT...            precompile components into the cache
   bench [--components DIR] [--out DIR]
                                   measure call and ring costs on both JS engines
+  compose -o OUT SOCKET PLUG...   plug the PLUG components' exports into the
+                                  SOCKET component's imports, write OUT
   help                            show this";
 
 fn components_dir(args: &[String]) -> Result<PathBuf, String> {
@@ -45,6 +50,33 @@ fn components_dir(args: &[String]) -> Result<PathBuf, String> {
         }
     }
     Ok(dir)
+}
+
+fn compose_cmd(args: &[String]) -> i32 {
+    let (out, rest) = match args {
+        [flag, out, rest @ ..] if flag == "-o" && rest.len() >= 2 => (out, rest),
+        _ => {
+            eprintln!("libretto compose: usage: libretto compose -o OUT SOCKET PLUG...");
+            return 2;
+        }
+    };
+    let plugs: Vec<&std::path::Path> = rest[1..].iter().map(std::path::Path::new).collect();
+    match compose::compose(std::path::Path::new(&rest[0]), &plugs) {
+        Ok(bytes) => match std::fs::write(out, bytes) {
+            Ok(()) => {
+                println!("wrote {out}");
+                0
+            }
+            Err(e) => {
+                eprintln!("libretto compose: cannot write {out}: {e}");
+                2
+            }
+        },
+        Err(e) => {
+            eprintln!("libretto compose: {e}");
+            2
+        }
+    }
 }
 
 fn main() {
@@ -76,6 +108,7 @@ fn main() {
             code
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("compose") => compose_cmd(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             0

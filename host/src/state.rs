@@ -394,6 +394,45 @@ impl bench_host::Host for Ctx {
     fn noop(&mut self) -> Result<()> {
         Ok(())
     }
+
+    fn packed_send(&mut self, blob: Vec<u8>) -> Result<u32> {
+        let port = self.link()?.get();
+        let mut frames = Vec::new();
+        let mut at = 0usize;
+        while at + 2 <= blob.len() {
+            let len = u16::from_be_bytes([blob[at], blob[at + 1]]) as usize;
+            at += 2;
+            if at + len > blob.len() {
+                break;
+            }
+            frames.push(Frame { data: blob[at..at + len].to_vec(), offload: Offload::default() });
+            at += len;
+        }
+        Ok(port.tx.push_batch(frames) as u32)
+    }
+
+    fn packed_recv(&mut self, max: u32) -> Result<Vec<u8>> {
+        let port = self.link()?.get();
+        let n = (max as usize).min(port.info.max_batch as usize).min(self.held.room());
+        let mut frames = Vec::with_capacity(n);
+        port.rx.pop_batch(n, &mut frames);
+        let head_bytes = port.info.head_bytes as usize;
+        let mut out = Vec::with_capacity(frames.len() * (10 + head_bytes));
+        for f in frames {
+            let h = f.data.len().min(head_bytes);
+            let len = f.data.len() as u32;
+            out.extend_from_slice(&f.data[..h]);
+            let id = self.held.insert(f);
+            // Header after the head bytes would need a second pass; put it first.
+            let start = out.len() - h;
+            let mut hdr = Vec::with_capacity(10);
+            hdr.extend_from_slice(&id.to_be_bytes());
+            hdr.extend_from_slice(&len.to_be_bytes());
+            hdr.extend_from_slice(&(h as u16).to_be_bytes());
+            out.splice(start..start, hdr);
+        }
+        Ok(out)
+    }
 }
 
 impl Drop for Ctx {

@@ -1,0 +1,4 @@
+/** The callee of the component-to-component benchmark: does nothing. */
+export const benchPeer = {
+  noop() {},
+};
