@@ -97,22 +97,6 @@ fn engine_figures(dir: &Path, eng: &'static str, out: &mut Vec<Figure>) -> Resul
         .map_err(err)?;
         out.push(Figure { name: format!("{eng}.{key}"), label, engine: eng, value: v * us, unit: "us" });
     }
-    let batches = 200;
-    let v = per_op(batches as u64, || {
-        let got = b.call_ring_packed(&mut store, batches, 64, 1500)?;
-        if got != batches as u64 * 64 {
-            wasmtime::bail!("packed ring benchmark received {got} of {} frames", batches * 64);
-        }
-        Ok(())
-    })
-    .map_err(err)?;
-    out.push(Figure {
-        name: format!("{eng}.ring.64x1500.packed"),
-        label: "64 x 1500 B through a host ring, packed in one list each way, per batch",
-        engine: eng,
-        value: v * us,
-        unit: "us",
-    });
     Ok(())
 }
 

@@ -11,4 +11,3 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use libretto::net::types as net_types;

@@ -12,6 +12,7 @@
 mod bench;
 mod bindings;
 mod buffers;
+mod codec;
 mod compose;
 mod demo;
 mod engine;

@@ -32,7 +32,7 @@ pub enum Gso {
     #[default]
     None,
     TcpV4,
-    UdpV4,
+    UdpL4,
 }
 
 /// One Ethernet frame in host memory.

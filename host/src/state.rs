@@ -7,7 +7,8 @@ use crate::bindings::libretto::system::bench_host;
 use crate::buffers::{BufError, Buffer, ByteQueue};
 use crate::link::{tx_frame_valid, HeldFrames, LinkSlot};
 use crate::portmap::{AppId, BindError, PortPolicy, Portmap, Proto};
-use crate::ring::{Frame, Gso, Offload, Wake};
+use crate::codec;
+use crate::ring::{Frame, Wake};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -167,38 +168,6 @@ impl wit_buffers::HostByteQueue for Ctx {
 
 impl wit_types::Host for Ctx {}
 
-pub fn offload_from_wit(o: &wit_types::Offload) -> Offload {
-    Offload {
-        needs_csum: o.needs_csum,
-        csum_valid: o.csum_valid,
-        gso: match o.gso {
-            wit_types::GsoKind::None => Gso::None,
-            wit_types::GsoKind::Tcpv4 => Gso::TcpV4,
-            wit_types::GsoKind::Udpv4 => Gso::UdpV4,
-        },
-        hdr_len: o.hdr_len,
-        gso_size: o.gso_size,
-        csum_start: o.csum_start,
-        csum_offset: o.csum_offset,
-    }
-}
-
-pub fn offload_to_wit(o: &Offload) -> wit_types::Offload {
-    wit_types::Offload {
-        needs_csum: o.needs_csum,
-        csum_valid: o.csum_valid,
-        gso: match o.gso {
-            Gso::None => wit_types::GsoKind::None,
-            Gso::TcpV4 => wit_types::GsoKind::Tcpv4,
-            Gso::UdpV4 => wit_types::GsoKind::Udpv4,
-        },
-        hdr_len: o.hdr_len,
-        gso_size: o.gso_size,
-        csum_start: o.csum_start,
-        csum_offset: o.csum_offset,
-    }
-}
-
 /// Turn a deadline in host nanoseconds into an Instant; None if it is so
 /// far away that it means "no deadline".
 pub fn deadline_instant(deadline_ns: u64) -> Option<Instant> {
@@ -236,7 +205,7 @@ impl wit_link::Host for Ctx {
         })
     }
 
-    fn recv(&mut self, max: u32) -> Result<Vec<wit_types::RxFrame>> {
+    fn recv(&mut self, max: u32) -> Result<Vec<u8>> {
         let port = self.link()?.get();
         let n = (max as usize).min(port.info.max_batch as usize).min(self.held.room());
         if n == 0 {
@@ -245,31 +214,37 @@ impl wit_link::Host for Ctx {
         let mut frames = Vec::with_capacity(n);
         port.rx.pop_batch(n, &mut frames);
         let head_bytes = port.info.head_bytes as usize;
-        let mut out = Vec::with_capacity(frames.len());
+        let mut out = Vec::with_capacity(frames.len() * (codec::RX_DESC_LEN + head_bytes));
+        let count = frames.len() as u64;
         for f in frames {
-            let len = f.data.len() as u32;
-            let head = f.data[..f.data.len().min(head_bytes)].to_vec();
-            let offload = offload_to_wit(&f.offload);
+            // The id is known only once the frame is held; write the
+            // descriptor from a borrow of the held copy.
             let id = self.held.insert(f);
-            out.push(wit_types::RxFrame { id, len, offload, head });
+            codec::put_rx(&mut out, id, self.held.get(id).expect("just inserted"), head_bytes);
         }
-        self.counters.rx_frames.fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.counters.rx_frames.fetch_add(count, Ordering::Relaxed);
         Ok(out)
     }
 
-    fn place(&mut self, placements: Vec<wit_link::Placement>) -> Result<Result<(), wit_link::PlaceError>> {
-        for (i, p) in placements.iter().enumerate() {
-            let fail = |reason| Ok(Err(wit_link::PlaceError { index: i as u32, reason }));
+    fn place(&mut self, blob: Vec<u8>, queues: Vec<Resource<ByteQueue>>) -> Result<Result<(), wit_link::PlaceError>> {
+        let fail = |index: usize, reason| Ok(Err(wit_link::PlaceError { index: index as u32, reason }));
+        let Some(list) = codec::placements(&blob) else {
+            return fail(0, wit_link::PlaceFailure::Malformed);
+        };
+        for (i, p) in list.iter().enumerate() {
             let Some(frame) = self.held.get(p.frame) else {
-                return fail(wit_link::PlaceFailure::UnknownFrame);
+                return fail(i, wit_link::PlaceFailure::UnknownFrame);
             };
             let end = p.offset as u64 + p.len as u64;
             if end > frame.data.len() as u64 {
-                return fail(wit_link::PlaceFailure::OutOfRange);
+                return fail(i, wit_link::PlaceFailure::OutOfRange);
             }
-            let q = self.table.get(&p.queue)?;
+            let Some(q) = queues.get(p.queue as usize) else {
+                return fail(i, wit_link::PlaceFailure::QueueFull);
+            };
+            let q = self.table.get(q)?;
             if q.write_at(p.at, &frame.data[p.offset as usize..end as usize]).is_err() {
-                return fail(wit_link::PlaceFailure::QueueFull);
+                return fail(i, wit_link::PlaceFailure::QueueFull);
             }
         }
         Ok(Ok(()))
@@ -288,25 +263,33 @@ impl wit_link::Host for Ctx {
         Ok(())
     }
 
-    fn send(&mut self, frames: Vec<wit_link::TxFrame>) -> Result<wit_link::SendReport> {
+    fn send(&mut self, blob: Vec<u8>, queues: Vec<Resource<ByteQueue>>) -> Result<wit_link::SendReport> {
         let port = self.link()?.get();
-        let mut out = Vec::with_capacity(frames.len());
+        let mut out = Vec::new();
         let mut invalid = 0u32;
-        'frames: for f in &frames {
-            let mut total = f.head.len() as u64;
-            for c in &f.body {
-                total += c.len as u64;
-            }
+        'frames: for desc in codec::tx_iter(&blob) {
+            let Ok(d) = desc else {
+                invalid += 1;
+                break;
+            };
+            let Some(offload) = d.offload else {
+                invalid += 1;
+                continue;
+            };
+            let total = d.head.len() as u64 + d.chunks.iter().map(|c| c.len as u64).sum::<u64>();
             if total > port.info.max_frame as u64 {
                 invalid += 1;
                 continue;
             }
             let mut data = Vec::with_capacity(total as usize);
-            data.extend_from_slice(&f.head);
-            for c in &f.body {
-                let ok = match &c.src {
-                    wit_link::Source::Queue(q) => self.table.get(q)?.copy_range(c.offset, c.len, &mut data).is_ok(),
-                    wit_link::Source::Frame(id) => match self.held.get(*id) {
+            data.extend_from_slice(d.head);
+            for c in &d.chunks {
+                let ok = match c.src {
+                    codec::ChunkSource::Queue(i) => match queues.get(i as usize) {
+                        Some(q) => self.table.get(q)?.copy_range(c.offset, c.len, &mut data).is_ok(),
+                        None => false,
+                    },
+                    codec::ChunkSource::Frame(id) => match self.held.get(id) {
                         Some(src) if c.offset.checked_add(c.len as u64).is_some_and(|e| e <= src.data.len() as u64) => {
                             data.extend_from_slice(&src.data[c.offset as usize..c.offset as usize + c.len as usize]);
                             true
@@ -319,7 +302,6 @@ impl wit_link::Host for Ctx {
                     continue 'frames;
                 }
             }
-            let offload = offload_from_wit(&f.offload);
             if !tx_frame_valid(data.len(), &offload, &port.info) {
                 invalid += 1;
                 continue;
@@ -393,45 +375,6 @@ impl wit_portmap::Host for Ctx {
 impl bench_host::Host for Ctx {
     fn noop(&mut self) -> Result<()> {
         Ok(())
-    }
-
-    fn packed_send(&mut self, blob: Vec<u8>) -> Result<u32> {
-        let port = self.link()?.get();
-        let mut frames = Vec::new();
-        let mut at = 0usize;
-        while at + 2 <= blob.len() {
-            let len = u16::from_be_bytes([blob[at], blob[at + 1]]) as usize;
-            at += 2;
-            if at + len > blob.len() {
-                break;
-            }
-            frames.push(Frame { data: blob[at..at + len].to_vec(), offload: Offload::default() });
-            at += len;
-        }
-        Ok(port.tx.push_batch(frames) as u32)
-    }
-
-    fn packed_recv(&mut self, max: u32) -> Result<Vec<u8>> {
-        let port = self.link()?.get();
-        let n = (max as usize).min(port.info.max_batch as usize).min(self.held.room());
-        let mut frames = Vec::with_capacity(n);
-        port.rx.pop_batch(n, &mut frames);
-        let head_bytes = port.info.head_bytes as usize;
-        let mut out = Vec::with_capacity(frames.len() * (10 + head_bytes));
-        for f in frames {
-            let h = f.data.len().min(head_bytes);
-            let len = f.data.len() as u32;
-            out.extend_from_slice(&f.data[..h]);
-            let id = self.held.insert(f);
-            // Header after the head bytes would need a second pass; put it first.
-            let start = out.len() - h;
-            let mut hdr = Vec::with_capacity(10);
-            hdr.extend_from_slice(&id.to_be_bytes());
-            hdr.extend_from_slice(&len.to_be_bytes());
-            hdr.extend_from_slice(&(h as u16).to_be_bytes());
-            out.splice(start..start, hdr);
-        }
-        Ok(out)
     }
 }
 

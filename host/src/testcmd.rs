@@ -11,7 +11,6 @@
 use crate::bindings::exports::libretto::net::control::GuestIndices as ControlIndices;
 use crate::bindings::exports::libretto::system::probe::{self, GuestIndices as ProbeIndices};
 use crate::bindings::exports::libretto::test::runner::{GuestIndices as RunnerIndices, Outcome};
-use crate::bindings::net_types;
 use crate::engine::{self, LoadError};
 use crate::link::{loopback, LinkInfo};
 use crate::portmap::{PortPolicy, Portmap};
@@ -231,31 +230,6 @@ fn probe_checks() -> Vec<(&'static str, Check)> {
                 return Err(format!("4 MiB came back different ({} bytes)", got.len()));
             }
             Ok(())
-        }),
-        ("frames: ids at 2^31 and 2^32-1, 16-bit fields at 65535, empty head", |p, s, _wide| {
-            let off = net_types::Offload {
-                needs_csum: true,
-                csum_valid: false,
-                gso: net_types::GsoKind::Tcpv4,
-                hdr_len: 65535,
-                gso_size: 65535,
-                csum_start: 65535,
-                csum_offset: 65535,
-            };
-            let frames = vec![
-                net_types::RxFrame { id: 1 << 31, len: u32::MAX, offload: off, head: vec![] },
-                net_types::RxFrame { id: u32::MAX, len: 65549, offload: off, head: vec![0xff; 128] },
-            ];
-            let got = p.call_echo_frames(&mut *s, &frames).map_err(trap)?;
-            eq("frame count", got.len(), 2)?;
-            for (g, w) in got.iter().zip(&frames) {
-                eq("id", g.id, w.id)?;
-                eq("len", g.len, w.len)?;
-                eq("head", &g.head, &w.head)?;
-                eq("gso-size", g.offload.gso_size, 65535)?;
-                eq("csum-offset", g.offload.csum_offset, 65535)?;
-            }
-            eq("empty batch", p.call_echo_frames(&mut *s, &[]).map_err(trap)?.len(), 0)
         }),
         ("bare u64 result at 0, 2^53 and (StarlingMonkey) 2^53+1 and 2^64-1", |p, s, wide| {
             let mut values = vec![0u64, 1, 1 << 53];

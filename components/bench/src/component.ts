@@ -4,11 +4,11 @@
  */
 import * as benchHost from 'libretto:system/bench-host@0.1.0';
 import * as benchPeer from 'libretto:system/bench-peer@0.1.0';
-import * as link from 'libretto:net/link@0.1.0';
+import * as link from '../../lib/link.ts';
+import { NO_OFFLOAD, TxBatch } from '../../lib/linkcodec.ts';
 import { ByteQueue } from 'libretto:io/buffers@0.1.0';
 import { u32, u64 } from '../../lib/abi.ts';
 
-const NO_OFFLOAD = { needsCsum: false, csumValid: false, gso: 'none', hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } as const;
 
 let payload: ByteQueue | null = null;
 
@@ -69,21 +69,19 @@ function run(batches: number, size: number, frameLen: number, gather: boolean): 
     payload = new ByteQueue(65536);
     payload.append(new Uint8Array(65536).fill(0x5a));
   }
-  const frames = [];
+  const tx = new TxBatch();
   for (let i = 0; i < size; i++) {
-    frames.push(
-      gather
-        ? { head, body: [{ src: { tag: 'queue', val: payload! }, offset: u64(0), len: frameLen - HEAD }], offload: NO_OFFLOAD }
-        : { head: full, body: [], offload: NO_OFFLOAD },
-    );
+    if (gather) tx.frame(head, NO_OFFLOAD, [{ queue: payload!, offset: 0, len: frameLen - HEAD }]);
+    else tx.frame(full, NO_OFFLOAD);
   }
   let received = 0;
+  const ids: number[] = [];
   for (let b = 0; b < batches; b++) {
-    link.send(frames);
-    const got = link.recv(size);
-    received += got.length;
-    const ids = new Array(got.length);
-    for (let i = 0; i < got.length; i++) ids[i] = got[i].id;
+    link.send(tx);
+    const got = link.recvCursor(size);
+    ids.length = 0;
+    while (got.next()) ids.push(got.id);
+    received += ids.length;
     link.release(ids);
   }
   return received;

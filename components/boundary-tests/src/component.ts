@@ -7,7 +7,9 @@
  * frame sent comes back on receive), the test MAC fe:ff:ff:ff:ff:fe and a
  * manifest that lets it bind ports 1024-65535 only.
  */
-import * as link from 'libretto:net/link@0.1.0';
+import * as wit from 'libretto:net/link@0.1.0';
+import * as link from '../../lib/link.ts';
+import { NO_OFFLOAD, Placements, TxBatch, type Chunk, type Offload, type RxFrame } from '../../lib/linkcodec.ts';
 import * as portmap from 'libretto:net/portmap@0.1.0';
 import { Buffer, ByteQueue } from 'libretto:io/buffers@0.1.0';
 import * as probeHost from 'libretto:system/probe-host@0.1.0';
@@ -21,8 +23,6 @@ const U32_MAX = 2 ** 32 - 1;
 /** Beyond any window: exact on StarlingMonkey, rounded to 2^53 on QuickJS. */
 const HUGE = IS_QUICKJS ? 2 ** 53 : 2n ** 53n + 1n;
 const U64_MAX = NO_DEADLINE;
-
-const NO_OFFLOAD = { needsCsum: false, csumValid: false, gso: 'none', hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } as const;
 
 function pattern(len: number, seed: number): Uint8Array {
   const b = new Uint8Array(len);
@@ -42,15 +42,21 @@ function frameBytes(len: number, seed: number): Uint8Array {
   return b;
 }
 
-function drain(): link.RxFrame[] {
-  const all: link.RxFrame[] = [];
+function drain(): RxFrame[] {
+  const all: RxFrame[] = [];
   for (let i = 0; i < 10_000; i++) {
-    const got = link.recv(u32(U32_MAX));
+    const got = link.recv(U32_MAX);
     if (got.length === 0) break;
     all.push(...got);
   }
   link.release(all.map((f) => f.id));
   return all;
+}
+
+function sendOne(head: Uint8Array, offload: Offload = NO_OFFLOAD, chunks: Chunk[] = []) {
+  const tx = new TxBatch();
+  tx.frame(head, offload, chunks);
+  return link.send(tx);
 }
 
 function errorCase(e: unknown): unknown {
@@ -59,7 +65,7 @@ function errorCase(e: unknown): unknown {
 
 test('link: info carries a 48-bit MAC with high bits set, and sane sizes', () => {
   const info = link.info();
-  assertEq(num(info.mac), 0xfeff_ffff_fffe, 'mac');
+  assertEq(info.mac, 0xfeff_ffff_fffe, 'mac');
   assertEq(info.mtu, 1500, 'mtu');
   assert(info.maxFrame >= info.mtu + 14, `max-frame ${info.maxFrame} below mtu + 14`);
   assert(info.headBytes >= 128, `head-bytes ${info.headBytes} too small for Ethernet+IPv4+TCP headers`);
@@ -68,27 +74,25 @@ test('link: info carries a 48-bit MAC with high bits set, and sane sizes', () =>
 
 test('link: empty batches are accepted and do nothing', () => {
   drain();
-  assertEq(link.send([]), { sent: 0, droppedFull: 0, droppedInvalid: 0 }, 'send([])');
+  assertEq(link.send(new TxBatch()), { sent: 0, droppedFull: 0, droppedInvalid: 0 }, 'send of an empty batch');
   assertEq(link.recv(0), [], 'recv(0)');
-  assertEq(link.recv(u32(U32_MAX)), [], 'recv(u32 max) with nothing waiting');
+  assertEq(link.recv(U32_MAX), [], 'recv(u32 max) with nothing waiting');
   link.release([]);
-  link.place([]);
+  link.place(new Placements());
 });
 
 test('link: a frame sent comes back with the same bytes, offloads and a frame id above 2^31', () => {
   drain();
   const bytes = frameBytes(100, 7);
-  const offload = { needsCsum: false, csumValid: false, gso: 'none', hdrLen: 65535, gsoSize: 65535, csumStart: 65535, csumOffset: 65535 } as const;
-  const report = link.send([{ head: bytes, body: [], offload }]);
-  assertEq(report, { sent: 1, droppedFull: 0, droppedInvalid: 0 }, 'send report');
+  const offload: Offload = { needsCsum: false, csumValid: true, gso: 'tcpv4', hdrLen: 65535, gsoSize: 65535, csumStart: 65535, csumOffset: 65535 };
+  assertEq(sendOne(bytes, offload), { sent: 1, droppedFull: 0, droppedInvalid: 0 }, 'send report');
   const got = link.recv(64);
   assertEq(got.length, 1, 'frames received');
   const f = got[0];
-  assert(u32in(f.id) >= TWO31, `frame id ${u32in(f.id)} should be at or above 2^31 (the host hands out such ids on purpose)`);
+  assert(f.id >= TWO31, `frame id ${f.id} should be at or above 2^31 (the host hands out such ids on purpose)`);
   assertEq(f.len, 100, 'len');
   assertEq(f.head, bytes, 'head');
-  assertEq(f.offload.gsoSize, 65535, 'gso-size');
-  assertEq(f.offload.csumOffset, 65535, 'csum-offset');
+  assertEq(f.offload, offload, 'offload');
   link.release([f.id]);
 });
 
@@ -96,13 +100,15 @@ test('link: head is cut at head-bytes and the rest stays in the host', () => {
   drain();
   const info = link.info();
   const bytes = frameBytes(1514, 3);
-  link.send([{ head: bytes, body: [], offload: NO_OFFLOAD }]);
+  sendOne(bytes);
   const [f] = link.recv(1);
   assertEq(f.len, 1514, 'len');
   assertEq(f.head, bytes.subarray(0, info.headBytes), 'head');
   // Pull the tail out through a byte queue to prove the host kept it.
   const q = new ByteQueue(4096);
-  link.place([{ frame: f.id, offset: info.headBytes, len: 1514 - info.headBytes, queue: q, at: u64(0) }]);
+  const p = new Placements();
+  p.add(f.id, info.headBytes, 1514 - info.headBytes, q, 0);
+  link.place(p);
   q.advanceTail(u64(1514 - info.headBytes));
   assertEq(q.read(u32(U32_MAX)), bytes.subarray(info.headBytes), 'tail bytes');
   link.release([f.id]);
@@ -117,19 +123,18 @@ test('link: a full batch of maximum-size frames gathered from a byte queue', () 
   const body = pattern(bodyLen, 11);
   assertEq(q.append(body), bodyLen, 'append');
   const head = frameBytes(14, 0);
-  const frames = [];
-  for (let i = 0; i < n; i++) {
-    frames.push({ head, body: [{ src: { tag: 'queue', val: q }, offset: u64(0), len: bodyLen }], offload: NO_OFFLOAD });
-  }
-  const report = link.send(frames);
-  assertEq(report.sent, n, 'sent');
-  const got: link.RxFrame[] = [];
+  const tx = new TxBatch();
+  for (let i = 0; i < n; i++) tx.frame(head, NO_OFFLOAD, [{ queue: q, offset: 0, len: bodyLen }]);
+  assertEq(link.send(tx).sent, n, 'sent');
+  const got: RxFrame[] = [];
   for (let i = 0; i < 4 && got.length < n; i++) got.push(...link.recv(n));
   assertEq(got.length, n, 'received');
   for (const f of got) assertEq(f.len, info.maxFrame, 'len');
   // Check one frame's body byte for byte.
   const out = new ByteQueue(bodyLen);
-  link.place([{ frame: got[n - 1].id, offset: 14, len: bodyLen, queue: out, at: u64(0) }]);
+  const p = new Placements();
+  p.add(got[n - 1].id, 14, bodyLen, out, 0);
+  link.place(p);
   out.advanceTail(u64(bodyLen));
   assertEq(out.read(bodyLen), body, 'gathered body');
   link.release(got.map((f) => f.id));
@@ -138,62 +143,78 @@ test('link: a full batch of maximum-size frames gathered from a byte queue', () 
 test('link: bad frames are dropped and counted, not trapped on', () => {
   drain();
   const info = link.info();
-  const tooBig = frameBytes(info.maxFrame + 1, 1);
   const q = new ByteQueue(16);
-  const report = link.send([
-    { head: tooBig, body: [], offload: NO_OFFLOAD },
-    // A chunk past the queue's tail.
-    { head: frameBytes(14, 0), body: [{ src: { tag: 'queue', val: q }, offset: U64_MAX, len: u32(U32_MAX) }], offload: NO_OFFLOAD },
-    // A chunk naming a frame id nobody holds.
-    { head: frameBytes(14, 0), body: [{ src: { tag: 'frame', val: u32(U32_MAX) }, offset: u64(0), len: 1 }], offload: NO_OFFLOAD },
-    // A checksum offset pointing outside the frame.
-    { head: frameBytes(60, 0), body: [], offload: { ...NO_OFFLOAD, needsCsum: true, csumStart: 34, csumOffset: 65535 } },
-    { head: frameBytes(60, 0), body: [], offload: NO_OFFLOAD },
-  ]);
-  assertEq(report, { sent: 1, droppedFull: 0, droppedInvalid: 4 }, 'report');
+  const big = new ByteQueue(info.maxFrame);
+  big.append(pattern(info.maxFrame, 2));
+  const tx = new TxBatch();
+  // One byte above max-frame: a 14-byte header and a body from the queue.
+  tx.frame(frameBytes(14, 1), NO_OFFLOAD, [{ queue: big, offset: 0, len: info.maxFrame - 13 }]);
+  // A chunk past the queue's tail.
+  tx.frame(frameBytes(14, 0), NO_OFFLOAD, [{ queue: q, offset: 2 ** 53, len: U32_MAX }]);
+  // A chunk naming a frame id nobody holds.
+  tx.frame(frameBytes(14, 0), NO_OFFLOAD, [{ frame: U32_MAX, offset: 0, len: 1 }]);
+  // A checksum offset pointing outside the frame.
+  tx.frame(frameBytes(60, 0), { ...NO_OFFLOAD, needsCsum: true, csumStart: 34, csumOffset: 65535 });
+  tx.frame(frameBytes(60, 0), NO_OFFLOAD);
+  assertEq(link.send(tx), { sent: 1, droppedFull: 0, droppedInvalid: 4 }, 'report');
   assertEq(drain().length, 1, 'only the good frame came back');
-  link.release([0, u32(TWO31), u32(U32_MAX)]);
+  link.release([0, TWO31, U32_MAX]);
+});
+
+test('link: a header longer than the descriptor holds is refused before it is sent', () => {
+  assertThrows(() => new TxBatch().frame(new Uint8Array(65536), NO_OFFLOAD), 'header of 65536 bytes');
+});
+
+test('link: a descriptor cut short drops the rest of the batch, counted', () => {
+  drain();
+  const tx = new TxBatch();
+  tx.frame(frameBytes(60, 1), NO_OFFLOAD);
+  tx.frame(frameBytes(60, 2), NO_OFFLOAD);
+  const whole = tx.bytes();
+  const cut = whole.subarray(0, whole.length - 5);
+  assertEq(wit.send(cut, []), { sent: 1, droppedFull: 0, droppedInvalid: 1 }, 'report');
+  // A queue index that names no queue of the call.
+  const q = new ByteQueue(16);
+  q.append(pattern(16, 0));
+  const tx2 = new TxBatch();
+  tx2.frame(frameBytes(14, 0), NO_OFFLOAD, [{ queue: q, offset: 0, len: 4 }]);
+  assertEq(wit.send(tx2.bytes(), []), { sent: 0, droppedFull: 0, droppedInvalid: 1 }, 'missing queue');
+  assertEq(drain().length, 1, 'frames that came back');
 });
 
 test('link: place reports the index and reason of the first bad placement', () => {
   drain();
-  link.send([{ head: frameBytes(64, 0), body: [], offload: NO_OFFLOAD }]);
+  sendOne(frameBytes(64, 0));
   const [f] = link.recv(1);
   const q = new ByteQueue(64);
-  const e = errorCase(
-    assertThrows(
-      () =>
-        link.place([
-          { frame: f.id, offset: 0, len: 64, queue: q, at: u64(0) },
-          { frame: f.id, offset: u32(U32_MAX), len: 1, queue: q, at: u64(0) },
-        ]),
-      'place past the frame',
-    ),
-  );
-  assertEq(e, { index: 1, reason: 'out-of-range' }, 'error');
-  const e2 = errorCase(assertThrows(() => link.place([{ frame: u32(U32_MAX), offset: 0, len: 1, queue: q, at: u64(0) }]), 'unknown frame'));
-  assertEq(e2, { index: 0, reason: 'unknown-frame' }, 'error');
-  const e3 = errorCase(assertThrows(() => link.place([{ frame: f.id, offset: 0, len: 1, queue: q, at: HUGE }]), 'outside the window'));
-  assertEq(e3, { index: 0, reason: 'queue-full' }, 'error');
+  const place = (build: (p: Placements) => void) => {
+    const p = new Placements();
+    build(p);
+    return errorCase(assertThrows(() => link.place(p), 'place'));
+  };
+  assertEq(place((p) => { p.add(f.id, 0, 64, q, 0); p.add(f.id, U32_MAX, 1, q, 0); }), { index: 1, reason: 'out-of-range' }, 'past the frame');
+  assertEq(place((p) => p.add(U32_MAX, 0, 1, q, 0)), { index: 0, reason: 'unknown-frame' }, 'unknown frame');
+  assertEq(place((p) => p.add(f.id, 0, 1, q, 2 ** 53)), { index: 0, reason: 'queue-full' }, 'outside the window');
+  assertEq(errorCase(assertThrows(() => wit.place(new Uint8Array(25), []), 'ragged list')), { index: 0, reason: 'malformed' }, 'ragged');
   link.release([f.id]);
 });
 
 test('link: wait returns ready at once when frames wait, even with a deadline of 2^64-1', () => {
   drain();
-  link.send([{ head: frameBytes(60, 0), body: [], offload: NO_OFFLOAD }]);
-  assertEq(link.wait(U64_MAX), 'ready', 'wait(u64 max)');
+  sendOne(frameBytes(60, 0));
+  assertEq(wit.wait(U64_MAX), 'ready', 'wait(u64 max)');
   drain();
-  assertEq(link.wait(u64(0)), 'timeout', 'wait(0) with nothing waiting');
-  const t0 = num(link.now());
-  assertEq(link.wait(u64(t0 + 2_000_000)), 'timeout', 'wait 2 ms');
-  assert(num(link.now()) - t0 >= 2_000_000, 'waited at least 2 ms');
+  assertEq(link.wait(0), 'timeout', 'wait(0) with nothing waiting');
+  const t0 = link.now();
+  assertEq(link.wait(t0 + 2_000_000), 'timeout', 'wait 2 ms');
+  assert(link.now() - t0 >= 2_000_000, 'waited at least 2 ms');
 });
 
 test('link: frames come back in the order they were sent', () => {
   drain();
-  const frames = [];
-  for (let i = 0; i < 200; i++) frames.push({ head: frameBytes(60, i), body: [], offload: NO_OFFLOAD });
-  link.send(frames);
+  const tx = new TxBatch();
+  for (let i = 0; i < 200; i++) tx.frame(frameBytes(60, i), NO_OFFLOAD);
+  link.send(tx);
   const got = drain();
   assertEq(got.length, 200, 'count');
   for (let i = 0; i < 200; i++) assertEq(got[i].head[20], frameBytes(60, i)[20], `frame ${i}`);
@@ -348,9 +369,6 @@ export const probe = {
   },
   echoBytes(b: Uint8Array) {
     return b;
-  },
-  echoFrames(f: unknown[]) {
-    return f;
   },
   echoU64(x: bigint) {
     return x;

@@ -5,9 +5,10 @@
  * back. Returns when every frame has come back, or fails after a second of
  * silence.
  */
-import * as link from 'libretto:net/link@0.1.0';
+import * as link from '../../lib/link.ts';
+import { NO_OFFLOAD, TxBatch } from '../../lib/linkcodec.ts';
 import { BROADCAST_MAC } from '../../lib/ether.ts';
-import { num, u64 } from '../../lib/abi.ts';
+import { u64 } from '../../lib/abi.ts';
 import { ByteQueue } from 'libretto:io/buffers@0.1.0';
 import { buildDemoHeader, checkDemoFrame, demoLen, demoOffset, demoPattern, DEMO_HEADER_LEN, PATTERN_LEN } from '../../lib/demo-frames.ts';
 
@@ -17,46 +18,44 @@ const WINDOW = 512;
 const SILENCE_NS = 1_000_000_000;
 
 const counts = { sent: 0, received: 0, bad: 0, outOfOrder: 0, bytesSent: 0, bytesReceived: 0, waits: 0 };
-const NO_OFFLOAD = { needsCsum: false, csumValid: false, gso: 'none', hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } as const;
 
 export const server = {
   run() {
     const info = link.info();
-    const mac = num(info.mac);
+    const mac = info.mac;
+    const tx = new TxBatch();
     const pattern = demoPattern();
     const bodies = new ByteQueue(PATTERN_LEN);
     bodies.append(pattern);
     let expect = 0;
-    let lastProgress = num(link.now());
+    let lastProgress = link.now();
     while (counts.received < TOTAL) {
       if (counts.sent < TOTAL && counts.sent - counts.received < WINDOW) {
-        const frames = [];
+        tx.reset();
         const n = Math.min(BATCH, TOTAL - counts.sent, WINDOW - (counts.sent - counts.received));
         for (let i = 0; i < n; i++) {
           const seq = counts.sent + i;
           const len = demoLen(seq);
           counts.bytesSent += len;
-          frames.push({
-            head: buildDemoHeader(seq, BROADCAST_MAC, mac),
-            body: [{ src: { tag: 'queue', val: bodies }, offset: u64(demoOffset(seq)), len: len - DEMO_HEADER_LEN }],
-            offload: NO_OFFLOAD,
-          });
+          tx.frame(buildDemoHeader(seq, BROADCAST_MAC, mac), NO_OFFLOAD, [
+            { queue: bodies, offset: demoOffset(seq), len: len - DEMO_HEADER_LEN },
+          ]);
         }
-        const r = link.send(frames);
+        const r = link.send(tx);
         counts.sent += r.sent;
         if (r.sent !== n) return { tag: 'failed', val: `link refused ${n - r.sent} of ${n} frames` };
       }
       const got = link.recv(info.maxBatch);
       if (got.length === 0) {
-        const now = num(link.now());
+        const now = link.now();
         if (now - lastProgress > SILENCE_NS) {
           return { tag: 'failed', val: `no frame for 1 s after ${counts.received} of ${TOTAL}` };
         }
         counts.waits++;
-        if (link.wait(u64(now + 100_000_000)) === 'stop') return { tag: 'stopped' };
+        if (link.wait(now + 100_000_000) === 'stop') return { tag: 'stopped' };
         continue;
       }
-      lastProgress = num(link.now());
+      lastProgress = link.now();
       for (const f of got) {
         const seq = checkDemoFrame(f.head, f.len, pattern);
         if (seq < 0) counts.bad++;
