@@ -275,3 +275,57 @@ export class Placements<Q extends object = object> extends Packer<Q> {
     this.count++;
   }
 }
+
+/** A transmit descriptor read back (for harnesses and tests; the host has its own parser). */
+export interface TxFrameDesc {
+  head: Uint8Array;
+  offload: Offload;
+  chunks: ({ queueIndex: number; offset: number; len: number } | { frame: number; offset: number; len: number })[];
+}
+
+/** Parse a transmit batch built by `TxBatch`. Throws BatchError if cut short. */
+export function parseTx(batch: Uint8Array): TxFrameDesc[] {
+  const dv = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+  const out: TxFrameDesc[] = [];
+  let at = 0;
+  while (at < batch.length) {
+    if (at + TX_DESC_LEN > batch.length) throw new BatchError(`transmit descriptor cut short at byte ${at}`);
+    const headLen = dv.getUint16(at, true);
+    const count = dv.getUint16(at + 2, true);
+    const end = at + TX_DESC_LEN + headLen + count * CHUNK_LEN;
+    if (end > batch.length) throw new BatchError(`transmit frame cut short at byte ${at}`);
+    const offload = readVnet(dv, at + 4);
+    if (!offload) throw new BatchError(`unknown offload at byte ${at + 4}`);
+    const head = batch.subarray(at + TX_DESC_LEN, at + TX_DESC_LEN + headLen);
+    const chunks: TxFrameDesc['chunks'] = [];
+    for (let c = at + TX_DESC_LEN + headLen; c < end; c += CHUNK_LEN) {
+      const kind = dv.getUint8(c);
+      const ref = dv.getUint32(c + 4, true);
+      const offset = dv.getUint32(c + 8, true) + dv.getUint32(c + 12, true) * 0x1_0000_0000;
+      const len = dv.getUint32(c + 16, true);
+      if (kind === 0) chunks.push({ queueIndex: ref, offset, len });
+      else if (kind === 1) chunks.push({ frame: ref, offset, len });
+      else throw new BatchError(`unknown chunk source ${kind} at byte ${c}`);
+    }
+    out.push({ head, offload, chunks });
+    at = end;
+  }
+  return out;
+}
+
+/** A placement read back (for harnesses and tests). */
+export function parsePlacements(batch: Uint8Array): { frame: number; offset: number; len: number; queueIndex: number; at: number }[] {
+  if (batch.length % PLACEMENT_LEN !== 0) throw new BatchError('placements are not a whole number of 24-byte entries');
+  const dv = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+  const out = [];
+  for (let p = 0; p < batch.length; p += PLACEMENT_LEN) {
+    out.push({
+      frame: dv.getUint32(p, true),
+      offset: dv.getUint32(p + 4, true),
+      len: dv.getUint32(p + 8, true),
+      queueIndex: dv.getUint32(p + 12, true),
+      at: dv.getUint32(p + 16, true) + dv.getUint32(p + 20, true) * 0x1_0000_0000,
+    });
+  }
+  return out;
+}
