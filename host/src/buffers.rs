@@ -5,6 +5,7 @@
 //! is a fixed region for block I/O. Both keep their bytes in the host so a
 //! JavaScript component moves offsets, not payload.
 
+use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
 /// Largest queue or buffer a component may ask for.
@@ -30,6 +31,36 @@ struct QueueState {
     buf: Box<[u8]>,
     head: u64,
     tail: u64,
+    /// Where the next `fill` continues the pattern stream.
+    fill_pos: u64,
+    /// Running digest of bytes that left the queue, if tracked.
+    digest: Option<(Sha256, u64)>,
+}
+
+/// The pattern stream's byte at position `p` (see `fill` in buffers.wit).
+pub fn pattern_byte(seed: u64, p: u64) -> u8 {
+    (splitmix64(seed.wrapping_add(p / 8)) >> (8 * (p % 8))) as u8
+}
+
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Append `len` bytes of pattern `seed` from stream position `pos` to `out`.
+pub fn pattern(seed: u64, pos: u64, len: usize, out: &mut Vec<u8>) {
+    out.reserve(len);
+    let mut p = pos;
+    let end = pos + len as u64;
+    while p < end {
+        let word = splitmix64(seed.wrapping_add(p / 8)).to_le_bytes();
+        let from = (p % 8) as usize;
+        let take = (8 - from).min((end - p) as usize);
+        out.extend_from_slice(&word[from..from + take]);
+        p += take as u64;
+    }
 }
 
 impl QueueState {
@@ -48,6 +79,20 @@ impl QueueState {
         let first = data.len().min(cap - start);
         self.buf[start..start + first].copy_from_slice(&data[..first]);
         self.buf[..data.len() - first].copy_from_slice(&data[first..]);
+    }
+
+    /// Bytes [head, to) are leaving the queue: feed the digest if tracked.
+    fn leaving(&mut self, to: u64) {
+        if self.digest.is_none() || to <= self.head {
+            return;
+        }
+        let mut tmp = Vec::new();
+        let head = self.head;
+        self.get(head, (to - head) as usize, &mut tmp);
+        if let Some((h, n)) = &mut self.digest {
+            h.update(&tmp);
+            *n += tmp.len() as u64;
+        }
     }
 
     /// Append `len` bytes at stream offset `at` to `out`.
@@ -69,7 +114,13 @@ impl ByteQueue {
             return Err(BufError::NoMemory);
         }
         Ok(ByteQueue {
-            inner: Mutex::new(QueueState { buf: vec![0u8; capacity as usize].into_boxed_slice(), head: 0, tail: 0 }),
+            inner: Mutex::new(QueueState {
+                buf: vec![0u8; capacity as usize].into_boxed_slice(),
+                head: 0,
+                tail: 0,
+                fill_pos: 0,
+                digest: None,
+            }),
         })
     }
 
@@ -109,6 +160,10 @@ impl ByteQueue {
             let n = (len as u64).min(s.tail - s.head).min(room) as usize;
             let head = s.head;
             s.get(head, n, &mut tmp);
+            if let Some((h, count)) = &mut s.digest {
+                h.update(&tmp);
+                *count += n as u64;
+            }
             s.head += n as u64;
             let tail = d.tail;
             d.put(tail, &tmp);
@@ -124,6 +179,10 @@ impl ByteQueue {
         let mut out = Vec::with_capacity(n);
         let head = s.head;
         s.get(head, n, &mut out);
+        if let Some((h, count)) = &mut s.digest {
+            h.update(&out);
+            *count += n as u64;
+        }
         s.head += n as u64;
         out
     }
@@ -167,8 +226,39 @@ impl ByteQueue {
         if to < s.head || to > s.tail {
             return Err(BufError::OutOfRange);
         }
+        s.leaving(to);
         s.head = to;
         Ok(())
+    }
+
+    /// Append up to `len` bytes of pattern `seed`, continuing the stream.
+    pub fn fill(&self, seed: u64, len: u32) -> u32 {
+        let mut s = self.inner.lock().unwrap();
+        let room = s.head + s.cap() - s.tail;
+        let n = (len as u64).min(room) as usize;
+        let mut tmp = Vec::new();
+        pattern(seed, s.fill_pos, n, &mut tmp);
+        let tail = s.tail;
+        s.put(tail, &tmp);
+        s.tail += n as u64;
+        s.fill_pos += n as u64;
+        n as u32
+    }
+
+    pub fn track_digest(&self) {
+        let mut s = self.inner.lock().unwrap();
+        if s.digest.is_none() {
+            s.digest = Some((Sha256::new(), 0));
+        }
+    }
+
+    /// The digest so far and the bytes it covers (empty if not tracked).
+    pub fn digest(&self) -> (Vec<u8>, u64) {
+        let s = self.inner.lock().unwrap();
+        match &s.digest {
+            Some((h, n)) => (h.clone().finalize().to_vec(), *n),
+            None => (Vec::new(), 0),
+        }
     }
 }
 
@@ -250,6 +340,36 @@ mod tests {
         q.release(6).unwrap();
         assert_eq!(q.release(5), Err(BufError::OutOfRange));
         assert_eq!(q.release(12), Err(BufError::OutOfRange));
+    }
+
+    #[test]
+    fn fill_continues_the_pattern_and_digest_covers_what_leaves() {
+        let q = ByteQueue::new(64).unwrap();
+        q.track_digest();
+        assert_eq!(q.fill(7, 10), 10);
+        assert_eq!(q.fill(7, 100), 54);
+        let mut want = Vec::new();
+        pattern(7, 0, 64, &mut want);
+        assert_eq!(q.read(30), want[..30].to_vec());
+        q.release(50).unwrap();
+        let other = ByteQueue::new(64).unwrap();
+        assert_eq!(other.splice_from(&q, 64), 14);
+        let (d, n) = q.digest();
+        assert_eq!(n, 64);
+        assert_eq!(d, Sha256::digest(&want).to_vec());
+        for (i, b) in want.iter().enumerate() {
+            assert_eq!(*b, pattern_byte(7, i as u64));
+        }
+        assert_eq!(ByteQueue::new(1).unwrap().digest(), (vec![], 0));
+    }
+
+    #[test]
+    fn pattern_matches_splitmix64_reference() {
+        // splitmix64(0) from the reference implementation (Vigna).
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        let mut p = Vec::new();
+        pattern(0, 0, 8, &mut p);
+        assert_eq!(p, 0xe220_a839_7b1d_cdafu64.to_le_bytes());
     }
 
     #[test]

@@ -2,67 +2,13 @@
 //! its own thread in its own Store, exchange frames over a pair of
 //! host-owned rings; the host prints what flowed.
 
-use crate::bindings::exports::libretto::net::control::GuestIndices as ControlIndices;
-use crate::bindings::exports::libretto::net::server::{Exit, GuestIndices as ServerIndices};
-use crate::engine;
-use crate::link::{pair, LinkInfo, LinkPort, LinkSlot};
-use crate::state::Ctx;
+use crate::apprun::{prepare, spawn, Outcome};
+use crate::bindings::exports::libretto::net::server::Exit;
+use crate::link::{pair, LinkInfo, LinkPort};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-const SERVER: &str = "libretto:net/server@0.1.0";
-
-/// What one component's thread reports when it ends.
-struct Outcome {
-    exit: Result<Exit, String>,
-    stats: Vec<(String, u64)>,
-    version: String,
-}
-
-/// Load and link a component (compiling it if the cache misses) without
-/// starting it, so that both are ready before either runs.
-fn prepare(path: &Path) -> Result<wasmtime::component::InstancePre<Ctx>, String> {
-    let component = engine::load(path).map_err(|e| e.to_string())?;
-    if !engine::exports_instance(&component, SERVER) {
-        return Err(format!("{}: does not export {SERVER}", path.display()));
-    }
-    let linker = engine::linker().map_err(|e| format!("{e:#}"))?;
-    linker
-        .instantiate_pre(&component)
-        .map_err(|e| format!("{}: needs an import this host does not provide: {e}", path.display()))
-}
-
-fn spawn(name: &'static str, pre: wasmtime::component::InstancePre<Ctx>, link: LinkSlot) -> Result<std::thread::JoinHandle<Outcome>, String> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let mut ctx = Ctx::new(name);
-            ctx.link = Some(link);
-            let mut store = engine::new_store(ctx);
-            let fail = |e: wasmtime::Error| Outcome { exit: Err(format!("{e:#}")), stats: vec![], version: String::new() };
-            let instance = match pre.instantiate(&mut store) {
-                Ok(i) => i,
-                Err(e) => return fail(e),
-            };
-            let server = match ServerIndices::new(&pre).and_then(|s| s.load(&mut store, &instance)) {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
-            let exit = server.call_run(&mut store).map_err(|e| format!("trapped: {e:#}"));
-            let (stats, version) = ControlIndices::new(&pre)
-                .and_then(|c| c.load(&mut store, &instance))
-                .and_then(|c| {
-                    let id = c.call_describe(&mut store)?;
-                    let stats = c.call_stats(&mut store)?;
-                    Ok((stats.into_iter().map(|c| (c.name, c.value)).collect(), id.version))
-                })
-                .unwrap_or_default();
-            Outcome { exit, stats, version }
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))
-}
 
 fn ring_line(port: &LinkPort, label: &str) -> String {
     let s = &port.tx.stats;
@@ -88,7 +34,7 @@ pub fn main(dir: &Path) -> i32 {
     println!("  reflector  {}", reflector.display());
     let handles = (|| {
         let (ps, pr) = (prepare(&sender)?, prepare(&reflector)?);
-        Ok::<_, String>((spawn("demo-sender", ps, a)?, spawn("demo-reflector", pr, b)?))
+        Ok::<_, String>((spawn("demo-sender", ps, a, vec![], None)?, spawn("demo-reflector", pr, b, vec![], None)?))
     })();
     let t0 = Instant::now();
     let (hs, hr) = match handles {

@@ -50,6 +50,7 @@ pub fn linker() -> wasmtime::Result<Linker<Ctx>> {
     let mut linker = Linker::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     bindings::libretto::io::buffers::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
+    bindings::libretto::io::host::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::net::types::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::net::link::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::net::portmap::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;

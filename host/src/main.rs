@@ -9,6 +9,7 @@
 //!   libretto compose -o OUT SOCKET PLUG...
 //!                                        plug components' exports into a component
 
+mod apprun;
 mod bench;
 mod bindings;
 mod buffers;
@@ -17,10 +18,13 @@ mod compose;
 mod demo;
 mod engine;
 mod link;
+mod netcmd;
 mod portmap;
 mod ring;
 mod state;
+mod tap;
 mod testcmd;
+mod wire;
 
 use std::path::PathBuf;
 
@@ -34,6 +38,12 @@ commands:
   compile COMPONENT...            precompile components into the cache
   bench [--components DIR] [--out DIR]
                                   measure call and ring costs on both JS engines
+  app COMPONENT --tap NAME [--mac MAC] [--seconds N] [key=value...]
+                                  run an app component on a TAP device
+  wire [--seed N] [--loss P] [--dup P] [--reorder P] [--delay-us N] [--seconds N]
+       --app COMPONENT [key=value...] --app COMPONENT [key=value...] ...
+                                  run apps on an in-memory wire with seeded
+                                  loss, duplication, reordering and delay
   compose -o OUT SOCKET PLUG...   plug the PLUG components' exports into the
                                   SOCKET component's imports, write OUT
   help                            show this";
@@ -110,6 +120,8 @@ fn main() {
         }
         Some("bench") => bench::main(&args[1..]),
         Some("compose") => compose_cmd(&args[1..]),
+        Some("app") => netcmd::app_main(&args[1..]),
+        Some("wire") => netcmd::wire_main(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             0

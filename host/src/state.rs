@@ -54,6 +54,10 @@ pub struct Ctx {
     pub held: HeldFrames,
     pub portmap: Option<PortmapGrant>,
     pub counters: Arc<HostCounters>,
+    /// Arguments for `libretto:io/host.args`.
+    pub args: Vec<(String, String)>,
+    /// Where `log` lines go (stderr by default).
+    pub log: Arc<dyn Fn(&str, &str) + Send + Sync>,
 }
 
 impl Ctx {
@@ -67,6 +71,8 @@ impl Ctx {
             held: HeldFrames::new(8192),
             portmap: None,
             counters: Arc::new(HostCounters::default()),
+            args: Vec::new(),
+            log: Arc::new(|name: &str, line: &str| eprintln!("[{name}] {line}")),
         }
     }
 
@@ -157,6 +163,16 @@ impl wit_buffers::HostByteQueue for Ctx {
     }
     fn release(&mut self, q: Resource<ByteQueue>, to: u64) -> Result<Result<(), wit_buffers::BufferError>> {
         Ok(self.table.get(&q)?.release(to).map_err(buf_err))
+    }
+    fn fill(&mut self, q: Resource<ByteQueue>, seed: u64, len: u32) -> Result<u32> {
+        Ok(self.table.get(&q)?.fill(seed, len))
+    }
+    fn track_digest(&mut self, q: Resource<ByteQueue>) -> Result<()> {
+        self.table.get(&q)?.track_digest();
+        Ok(())
+    }
+    fn digest(&mut self, q: Resource<ByteQueue>) -> Result<(Vec<u8>, u64)> {
+        Ok(self.table.get(&q)?.digest())
     }
     fn drop(&mut self, q: Resource<ByteQueue>) -> Result<()> {
         self.table.delete(q)?;
@@ -367,6 +383,28 @@ impl wit_portmap::Host for Ctx {
     fn unbind(&mut self, p: wit_types::Protocol, port: u16) -> Result<bool> {
         let g = self.grant()?;
         Ok(g.map.unbind(g.app, proto(p), port))
+    }
+}
+
+// ---- libretto:io/host ------------------------------------------------------
+
+impl crate::bindings::libretto::io::host::Host for Ctx {
+    fn args(&mut self) -> Result<Vec<(String, String)>> {
+        Ok(self.args.clone())
+    }
+    fn log(&mut self, line: String) -> Result<()> {
+        let mut end = line.len().min(4096);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        (self.log)(&self.name, &line[..end]);
+        Ok(())
+    }
+    fn random(&mut self, len: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len.min(4096) as usize];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf))?;
+        Ok(buf)
     }
 }
 

@@ -399,6 +399,27 @@ export class TcpConnection {
     return n;
   }
 
+  /**
+   * The owner appended `n` bytes to the send store itself (a host-side
+   * fill): count them as queued. `n` must not exceed `sendRoom()`.
+   */
+  appended(n: number): void {
+    if (this.finQueued) throw new Error('appended after the sending side was shut down');
+    this.sndBufTail += n;
+  }
+
+  /** Move up to `max` received bytes into `dst`'s send store (an echo, zero copy). */
+  spliceTo(dst: TcpConnection, max: number): number {
+    if (dst.finQueued || !dst.canSend()) return 0;
+    const n = Math.min(max, this.readable(), dst.sendRoom());
+    if (n <= 0) return 0;
+    const moved = dst.sndStore.splice(this.rcvStore, n);
+    this.rcvRead += moved;
+    dst.sndBufTail += moved;
+    this.noteRead();
+    return moved;
+  }
+
   canSend(): boolean {
     return this.state === 'ESTABLISHED' || this.state === 'CLOSE-WAIT' || this.state === 'SYN-SENT' || this.state === 'SYN-RECEIVED';
   }
@@ -754,6 +775,10 @@ export class TcpConnection {
       }
       this.sndUna = ackOff;
       if (this.sndNxt < this.sndUna) this.sndNxt = this.sndUna;
+      this.tlpSent = false;
+      if (this.sndUna > this.rackHole) this.rackDeadline = NEVER;
+      this.tlpDeadline = this.sndUna < this.sndMax && this.tlpDeadline !== NEVER ? this.tlpDeadline : NEVER;
+      if (this.sndUna < this.sndMax) this.armTlp(env);
       this.retries = 0;
       this.backoff = 0;
       this.dropSackedBelow(this.sndUna);
@@ -804,20 +829,16 @@ export class TcpConnection {
       this.dupAcks++;
       env.count('tcp.dupack');
       if (!this.inRecovery && this.dupAcks === DUPACK_THRESHOLD && this.sndUna >= this.recover) {
-        // Fast retransmit, then NewReno fast recovery.
-        this.ssthresh = Math.max(Math.floor(this.flight() / 2), 2 * mss);
-        this.cwnd = this.ssthresh + DUPACK_THRESHOLD * mss;
-        this.inRecovery = true;
-        this.recover = this.sndMax;
-        this.rtxNext = this.sndUna;
         env.count('tcp.fast-retransmit');
-        this.retransmitOne(env);
+        this.enterRecovery(env);
       } else if (this.inRecovery) {
         this.cwnd += mss; // inflate for each segment that left the network
-        // With SACK, a hole below the highest SACKed byte is lost, not late.
-        if (this.sackOk && this.sacked.length && this.rtxNext < this.sacked[this.sacked.length - 1].start) this.retransmitOne(env);
       }
     }
+    // SACK-based loss detection (RFC 6675): with or without duplicate
+    // ACKs (an ACK that carries data, or a changed window, is not a
+    // duplicate, yet its SACK blocks say what was lost).
+    if (this.sackOk && this.sacked.length) this.detectLoss(env);
 
     // Window update (RFC 9293 3.10.7.4 fifth, SND.WL1/WL2 rule).
     if (this.sndWl1 < segStart || (this.sndWl1 === segStart && this.sndWl2 <= ackOff)) {
@@ -833,6 +854,125 @@ export class TcpConnection {
       // A retransmitted FIN: ACK it and restart the 2 MSL wait.
       this.enterTimeWait(env);
       this.ackNow = true;
+    }
+  }
+
+  /** Bytes SACKed above `off`. */
+  private sackedAbove(off: number): number {
+    let n = 0;
+    for (const r of this.sacked) if (r.end > off) n += r.end - Math.max(r.start, off);
+    return n;
+  }
+
+  /** Fast retransmit, then fast recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5). */
+  private enterRecovery(env: TcpEnv): void {
+    const mss = this.effectiveMss();
+    this.ssthresh = Math.max(Math.floor(this.flight() / 2), 2 * mss);
+    this.cwnd = this.ssthresh + DUPACK_THRESHOLD * mss;
+    this.inRecovery = true;
+    this.recover = this.sndMax;
+    this.rtxNext = this.sndUna;
+    this.retransmitOne(env);
+  }
+
+  /**
+   * RFC 6675 IsLost: a hole with DupThresh segments' worth of SACKed data
+   * above it is lost. Outside recovery this starts recovery; inside it,
+   * it retransmits lost holes, two per ACK at most. A hole whose
+   * retransmission is older than an RTT and a quarter while later data
+   * keeps being SACKed was lost again (the idea of RACK, RFC 8985), and is
+   * sent once more rather than waiting for the timer.
+   */
+  private detectLoss(env: TcpEnv): void {
+    const mss = this.effectiveMss();
+    // Early retransmit (RFC 5827): with fewer than four segments in
+    // flight there cannot be three above a hole; count what there is.
+    const thresh = Math.max(mss, Math.min(DUPACK_THRESHOLD * mss, this.flight() - mss));
+    if (!this.inRecovery) {
+      if (this.sndUna >= this.recover && this.sackedAbove(this.sndUna) >= thresh) {
+        env.count('tcp.sack-recovery');
+        this.enterRecovery(env);
+      }
+      return;
+    }
+    const again = Math.max(this.srtt * 1.25, 1 * MS);
+    if (this.lastRtxAt > 0 && this.rtxNext > this.sndUna && env.now - this.lastRtxAt > again && this.sackedAbove(this.sndUna) >= thresh) {
+      env.count('tcp.retransmission-lost');
+      this.rtxNext = this.sndUna;
+    }
+    for (let i = 0; i < 2; i++) {
+      const u = this.unsackedFrom(Math.max(this.rtxNext, this.sndUna));
+      if (u.start >= this.sndMax || this.sackedAbove(u.start) < thresh) break;
+      const before = this.rtxNext;
+      this.retransmitOne(env);
+      if (this.rtxNext === before) break;
+    }
+  }
+
+  private lastRtxAt = 0;
+  /**
+   * RACK's reordering timer (RFC 8985 6.2), for the oldest hole only: once
+   * the hole at sndUna has been retransmitted, if it is still not
+   * acknowledged an RTT and a quarter later, that retransmission was lost
+   * too; send it again then rather than after a full RTO. Doubles each
+   * time for the same hole.
+   */
+  private rackDeadline = NEVER;
+  private rackHole = -1;
+  private rackBackoff = 0;
+
+  private armRack(env: TcpEnv, hole: number): void {
+    if (this.srtt === 0) return;
+    if (hole !== this.rackHole) {
+      this.rackHole = hole;
+      this.rackBackoff = 0;
+    }
+    const wait = Math.max(this.srtt * 1.25, MS) * 2 ** this.rackBackoff;
+    if (wait >= this.rto) return; // the timer will do
+    this.rackDeadline = env.now + wait;
+  }
+
+  private rackFires(env: TcpEnv): void {
+    this.rackDeadline = NEVER;
+    if (this.sndUna !== this.rackHole || this.sndUna >= this.sndMax) return;
+    this.rackBackoff++;
+    env.count('tcp.rack-retransmit');
+    this.rtxNext = this.sndUna;
+    this.retransmitOne(env, true);
+  }
+  /** Tail loss probe (RFC 8985 7): when the next probe is due, and whether one was sent for this flight. */
+  private tlpDeadline = NEVER;
+  private tlpSent = false;
+
+  /** Arm the tail loss probe after sending, if an RTT is known. */
+  private armTlp(env: TcpEnv): void {
+    if (this.srtt === 0 || this.tlpSent || this.inRecovery || this.state !== 'ESTABLISHED' && this.state !== 'CLOSE-WAIT') return;
+    const oneSegment = this.flight() <= this.effectiveMss();
+    const pto = Math.max(2 * this.srtt + (oneSegment ? env.config.delackMs * MS : 0), 2 * MS);
+    this.tlpDeadline = env.now + pto;
+  }
+
+  /** Send the probe: the last segment again, so a SACK tells what was lost. */
+  private sendTlp(env: TcpEnv): void {
+    this.tlpDeadline = NEVER;
+    if (this.sndUna >= this.sndMax || this.tlpSent) return;
+    const mss = this.effectiveMss();
+    const dataEnd = Math.min(this.sndMax, this.dataEnd());
+    const start = Math.max(this.sndUna, dataEnd - mss);
+    if (dataEnd <= start) return;
+    const ok = env.emit(this, {
+      flags: ACK,
+      seq: this.seqOf(start),
+      ack: this.ackSeq(),
+      window: this.windowField(),
+      options: this.tsOptions(env),
+      payload: { store: this.sndStore, offset: start - 1, len: dataEnd - start },
+      gsoSize: 0,
+    });
+    if (ok) {
+      this.tlpSent = true;
+      env.count('tcp.tail-loss-probe');
+      if (this.rttOffset >= 0) this.rttOffset = -1;
     }
   }
 
@@ -1097,19 +1237,21 @@ export class TcpConnection {
     } else {
       env.count('tcp.retransmitted-bytes', len);
       if (this.rttOffset >= 0 && this.rttOffset <= end) this.rttOffset = -1;
+      if (from === this.sndUna) this.armRack(env, from);
     }
     this.sndNxt = Math.max(this.sndNxt, end);
     if (this.rtxDeadline === NEVER) this.rtxDeadline = env.now + this.rto;
+    if (len > 0) this.armTlp(env);
     this.afterAckSent();
     env.count('tcp.tx-segments');
     return true;
   }
 
   /** Retransmit one segment at the first unSACKed hole from rtxNext (fast retransmit and recovery). */
-  private retransmitOne(env: TcpEnv): void {
+  private retransmitOne(env: TcpEnv, anyHole = false): void {
     const mss = this.effectiveMss();
     const u = this.unsackedFrom(Math.max(this.rtxNext, this.sndUna));
-    if (u.start >= this.sndMax || u.start >= this.recover) return;
+    if (u.start >= this.sndMax || (!anyHole && u.start >= this.recover)) return;
     const dataEnd = this.dataEnd();
     let len = Math.min(mss, u.limit - u.start, Math.max(0, dataEnd - u.start));
     const fin = this.finQueued && u.start + len === this.finOffset() && u.start + len < this.sndMax;
@@ -1127,6 +1269,8 @@ export class TcpConnection {
     });
     if (ok) {
       this.rtxNext = u.start + len + (fin ? 1 : 0);
+      this.lastRtxAt = env.now;
+      if (u.start === this.sndUna) this.armRack(env, u.start);
       if (this.rttOffset >= 0) this.rttOffset = -1;
       env.count('tcp.retransmitted-bytes', len);
       this.afterAckSent();
@@ -1180,7 +1324,7 @@ export class TcpConnection {
 
   /** When this connection next needs `poll`, in host nanoseconds (Infinity: never). */
   nextDeadline(): number {
-    return Math.min(this.rtxDeadline, this.delackDeadline, this.persistDeadline, this.keepaliveTimer(), this.timeWaitDeadline, this.finWait2Deadline);
+    return Math.min(this.rtxDeadline, this.tlpDeadline, this.rackDeadline, this.delackDeadline, this.persistDeadline, this.keepaliveTimer(), this.timeWaitDeadline, this.finWait2Deadline);
   }
 
   private keepaliveTimer(): number {
@@ -1209,7 +1353,10 @@ export class TcpConnection {
       this.enterClosed(null);
       return;
     }
+    if (this.tlpDeadline <= now && this.rtxDeadline > now) this.sendTlp(env);
+    if (this.rackDeadline <= now && this.rtxDeadline > now) this.rackFires(env);
     if (this.rtxDeadline <= now) {
+      this.tlpDeadline = NEVER;
       this.onRetransmitTimeout(env);
       if (this.state === 'CLOSED') return;
     }
@@ -1273,6 +1420,8 @@ export class TcpConnection {
       return;
     }
     env.count('tcp.retransmit-timeout');
+    if ((globalThis as { TCP_DEBUG?: number }).TCP_DEBUG && !this.inRecovery && this.sacked.length) console.log('RTO', Math.round(env.now / 1e6), 'una', this.sndUna, 'nxt', this.sndNxt, 'max', this.sndMax, 'recover', this.recover, 'sacked', JSON.stringify(this.sacked), 'above', this.sackedAbove(this.sndUna), 'cwnd', this.cwnd, 'wnd', this.sndWnd, 'dataEnd', this.dataEnd(), 'rtxNext', this.rtxNext, 'dup', this.dupAcks);
+    env.count(this.inRecovery ? 'tcp.rto-in-recovery' : this.sacked.length ? 'tcp.rto-with-sack' : this.dupAcks > 0 ? 'tcp.rto-after-dupacks' : 'tcp.rto-no-feedback');
     const mss = this.effectiveMss();
     if (this.state === 'ESTABLISHED' || this.state === 'FIN-WAIT-1' || this.state === 'CLOSE-WAIT' || this.state === 'CLOSING' || this.state === 'LAST-ACK') {
       if (this.backoff === 0) this.ssthresh = Math.max(Math.floor(this.flight() / 2), 2 * mss);
@@ -1297,6 +1446,7 @@ export class TcpConnection {
   private enterTimeWait(env: TcpEnv): void {
     this.state = 'TIME-WAIT';
     this.rtxDeadline = NEVER;
+    this.tlpDeadline = NEVER;
     this.persistDeadline = NEVER;
     this.finWait2Deadline = NEVER;
     this.timeWaitDeadline = env.now + env.config.timeWaitMs * MS;
@@ -1307,6 +1457,8 @@ export class TcpConnection {
     this.state = 'CLOSED';
     if (error && !this.error) this.error = error;
     this.rtxDeadline = NEVER;
+    this.tlpDeadline = NEVER;
+    this.rackDeadline = NEVER;
     this.delackDeadline = NEVER;
     this.persistDeadline = NEVER;
     this.timeWaitDeadline = NEVER;
