@@ -16,7 +16,8 @@ help:
 	@echo "make test        run every test suite; last line: N passed, N failed"
 	@echo "make components  build the TypeScript components (cached by content)"
 	@echo "make build       build the host into bin/libretto"
-	@echo "make bench       measure call and ring costs on both JS engines"
+	@echo "make bench       call and ring costs on both JS engines; as root also"
+	@echo "                 the TCP/IP stack over TAP beside Linux over veth"
 	@echo "make clean       remove build outputs (keeps the component cache)"
 
 # npm packages, pinned by package-lock.json; reinstalled when it changes.
@@ -49,6 +50,7 @@ test: setup build components
 
 bench: setup build components
 	@bin/libretto bench --components build/components --out bench/results
+	@$(NODE) bench/stack.mjs
 
 clean:
 	rm -rf build/components build/bundles bin/libretto
