@@ -57,7 +57,8 @@ function waitFor(proc, re, what) {
 
 // libretto on a TAP device.
 sh('ip tuntap add dev lbbench0 mode tap && ip addr add 10.81.0.1/24 dev lbbench0 && ip link set lbbench0 up');
-const app = spawn(join(root, 'bin', 'libretto'), ['app', join(root, 'build/components/netapp.wasm'), '--tap', 'lbbench0',
+const appWasm = process.env.LIBRETTO_BENCH_APP ?? join(root, 'build/components/netapp.wasm');
+const app = spawn(join(root, 'bin', 'libretto'), ['app', appWasm, '--tap', 'lbbench0',
   'ip=10.81.0.2/24', 'echo=7', 'discard=9', 'source=19', `source-bytes=${BYTES}`], { stdio: ['ignore', 'pipe', 'pipe'] });
 procs.push(app);
 await waitFor(app, /netapp: 10\.81\.0\.2\/24 on/, 'libretto app');

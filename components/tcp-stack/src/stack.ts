@@ -12,7 +12,7 @@ import { readU16 } from '../../lib/ether.ts';
 import { NO_OFFLOAD, type Offload, Placements, TxBatch } from '../../lib/linkcodec.ts';
 import { ARP_LEN, ARP_REPLY, ARP_REQUEST, emitArp, parseArp } from './wire/arp.ts';
 import { fold, pseudoHeaderSum, sumWords } from './wire/checksum.ts';
-import { BROADCAST, emitEthernet, ETH_HEADER_LEN, ETHERTYPE, parseEthernet } from './wire/ethernet.ts';
+import { BROADCAST, emitEthernet, ETH_HEADER_LEN, ETHERTYPE, isUnicast, parseEthernet } from './wire/ethernet.ts';
 import { echoReplyChecksum, emitIcmp, ICMP, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, parseIcmp, UNREACH_PORT } from './wire/icmp.ts';
 import { emitIpv4, IPV4_MIN_HEADER, parseIpv4, PROTO } from './wire/ipv4.ts';
 import { ACK, emitTcp, parseTcp, RST, SYN, TCP_MAX_HEADER, type TcpHeader } from './wire/tcp.ts';
@@ -22,6 +22,12 @@ import type { ByteStore } from './storage.ts';
 
 const MS = 1_000_000;
 const NEVER = Number.POSITIVE_INFINITY;
+/**
+ * Most addresses being resolved at once. Every datagram from a new source
+ * (spoofed ones too) may start a resolution; past this the oldest is
+ * forgotten (a connection still waiting asks again when it retransmits).
+ */
+const MAX_ARP_PENDING = 256;
 
 /** virtio-net flags of a received frame. */
 const F_NEEDS_CSUM = 1;
@@ -125,8 +131,14 @@ export class UdpSocket {
   readonly queue: Datagram[] = [];
   /** Stream offset where the next datagram goes in the store. */
   end = 0;
-  /** Datagrams placed this step, made readable after the placements. */
+  /** Stream offset up to which the store's tail was advanced (after the placements). */
   pendingTail = 0;
+  /**
+   * How many datagrams at the front of `queue` are readable: those whose
+   * placements were flushed. Counted, not derived from offsets, so an
+   * empty datagram is readable too.
+   */
+  readable = 0;
   constructor(
     readonly port: number,
     readonly store: ByteStore,
@@ -204,6 +216,10 @@ export class Stack implements TcpEnv {
     const a = parseArp(f.head, ETH_HEADER_LEN);
     if (a === 'truncated') return this.count('drop.malformed');
     if (a === 'unsupported') return this.count('drop.unsupported');
+    // The sender's hardware address must be an individual one: learning a
+    // group (broadcast, multicast) or zero address would have us unicast IP
+    // to every host on the link, or to none.
+    if (!isUnicast(a.senderMac) || a.senderMac === 0) return this.count('drop.arp-bad-sender');
     this.count('arp.rx');
     const forUs = a.targetIp === this.cfg.ip;
     // RFC 826: update an existing entry from any ARP; add one only if for us.
@@ -243,6 +259,7 @@ export class Stack implements TcpEnv {
       const bcast = this.cfg.ip | (0xffffffff >>> this.cfg.prefixLen);
       if (ip.dst !== 0xffffffff && ip.dst >>> 0 !== bcast >>> 0) return this.count('drop.not-ours');
     }
+    if (this.martianSource(ip.src)) return this.count('drop.martian-source');
     if (ip.moreFragments || ip.fragmentOffset > 0) return this.count('drop.fragment');
     // The L4 checksum is the link's to verify (or the frame never left this machine).
     const l4ok = (f.flags & (F_CSUM_VALID | F_NEEDS_CSUM)) !== 0;
@@ -263,9 +280,29 @@ export class Stack implements TcpEnv {
     void srcMac;
   }
 
+  /**
+   * A source address no datagram from the link may carry (RFC 1122
+   * 3.2.1.3: this network, loopback, multicast and reserved, limited and
+   * directed broadcast), or our own. Answering one would send to a
+   * broadcast address, or to ourselves.
+   */
+  private martianSource(src: number): boolean {
+    const top = src >>> 24;
+    if (top === 0 || top === 127 || top >= 224 || src === this.cfg.ip) return true;
+    const p = this.cfg.prefixLen;
+    if (p > 0 && p < 31) {
+      const host = 0xffffffff >>> p;
+      if ((src & host) >>> 0 === host && ((src ^ this.cfg.ip) >>> 0) >>> (32 - p) === 0) return true;
+    }
+    return false;
+  }
+
   private receiveIcmp(f: Frame, src: number, at: number, len: number, l4ok: boolean): void {
     const inHead = f.head.length - at >= len;
     if (!inHead && !l4ok) return this.count('drop.unverified-checksum');
+    // The IP length bounds the message even when the link vouches for its
+    // checksum (the frame may carry Ethernet padding after it).
+    if (len < ICMP_HEADER_LEN) return this.count('drop.malformed');
     const h = parseIcmp(f.head, at, l4ok ? Number.MAX_SAFE_INTEGER : len);
     if (h === 'truncated') return this.count('drop.malformed');
     if (h === 'bad-checksum') return this.count('drop.bad-checksum');
@@ -279,9 +316,14 @@ export class Stack implements TcpEnv {
     emitIpv4(hdr, ETH_HEADER_LEN, { src: this.cfg.ip, dst: src, protocol: PROTO.ICMP, ttl: 64, ident: this.nextIdent(), dontFragment: false, payloadLen: len });
     const icmpAt = ETH_HEADER_LEN + IPV4_MIN_HEADER;
     hdr[icmpAt] = ICMP_ECHO_REPLY;
-    hdr[icmpAt + 1] = 0;
+    // The code as the request had it (as Linux does): the checksum below
+    // is updated for the type alone (RFC 1624).
+    hdr[icmpAt + 1] = f.head[at + 1];
     const reqCsum = readU16(f.head, at + ICMP.CHECKSUM);
-    const csum = echoReplyChecksum(reqCsum);
+    // RFC 1624's update can give 0x0000 where summing gives 0xffff (a
+    // message of zeros after the type); both are zero in one's complement,
+    // but only 0xffff verifies over zeros, so send that.
+    const csum = echoReplyChecksum(reqCsum) || 0xffff;
     hdr[icmpAt + 2] = csum >>> 8;
     hdr[icmpAt + 3] = csum & 0xff;
     hdr.set(f.head.subarray(at + 4, at + 8), icmpAt + 4);
@@ -472,6 +514,10 @@ export class Stack implements TcpEnv {
     emitArp(b, ETH_HEADER_LEN, { operation: ARP_REQUEST, senderMac: this.cfg.mac, senderIp: this.cfg.ip, targetMac: 0, targetIp: ip });
     this.out.tx.frame(b, NO_OFFLOAD);
     const tries = (p?.tries ?? 0) + 1;
+    if (!p && this.arpPending.size >= MAX_ARP_PENDING) {
+      this.arpPending.delete(this.arpPending.keys().next().value as number);
+      this.count('arp.pending-evicted');
+    }
     this.arpPending.set(ip, { nextTry: this.now + this.cfg.arpRetryMs * MS, tries });
     this.count('arp.request-sent');
   }
@@ -642,7 +688,8 @@ export class Stack implements TcpEnv {
 
   /** Take the next datagram, reading its payload from the store. */
   udpRecv(s: UdpSocket): { data: Uint8Array; srcIp: number; srcPort: number } | null {
-    if (s.queue.length === 0 || s.queue[0].at >= s.pendingTail) return null;
+    if (s.readable === 0) return null;
+    s.readable--;
     const d = s.queue.shift()!;
     const data = s.store.read(d.len);
     return { data, srcIp: d.srcIp, srcPort: d.srcPort };
@@ -660,6 +707,7 @@ export class Stack implements TcpEnv {
         s.store.advanceTail(s.end);
         s.pendingTail = s.end;
       }
+      s.readable = s.queue.length;
     }
   }
 

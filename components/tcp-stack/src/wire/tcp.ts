@@ -130,23 +130,46 @@ export function parseTcp(b: Uint8Array, at: number, segmentLen: number): TcpHead
   };
 }
 
-/** Bytes the options take when emitted, padded to a multiple of 4. */
-export function optionsLength(o: TcpOptions): number {
+/** Option space in a header: data offset 15 (60 bytes) less the fixed 20. */
+export const TCP_MAX_OPTIONS = TCP_MAX_HEADER - TCP_MIN_HEADER;
+
+/** Bytes every option but SACK takes when emitted. */
+function fixedOptionsLength(o: TcpOptions): number {
   let n = 0;
   if (o.mss !== undefined) n += 4;
   if (o.wscale !== undefined) n += 4; // NOP + 3
   if (o.sackPermitted) n += o.timestamp ? 2 : 4; // shares NOP NOP with the timestamp otherwise
   if (o.timestamp) n += o.sackPermitted ? 10 : 12;
-  if (o.sack && o.sack.length) n += 4 + 8 * o.sack.length; // NOP NOP + kind len + blocks
   return n;
+}
+
+/**
+ * How many of `o.sack`'s blocks are emitted: those that fit in the option
+ * space after the other options (three beside timestamps, four without),
+ * the first ones, which RFC 2018 4 makes the most recent. Linux trims the
+ * same way (tcp_established_options).
+ */
+function sackBlocksEmitted(o: TcpOptions, fixed: number): number {
+  if (!o.sack || !o.sack.length) return 0;
+  return Math.max(0, Math.min(o.sack.length, Math.floor((TCP_MAX_OPTIONS - fixed - 4) / 8)));
+}
+
+/** Bytes the options take when emitted, padded to a multiple of 4, at most 40. */
+export function optionsLength(o: TcpOptions): number {
+  const fixed = fixedOptionsLength(o);
+  const blocks = sackBlocksEmitted(o, fixed);
+  return fixed + (blocks ? 4 + 8 * blocks : 0); // NOP NOP + kind len + blocks
 }
 
 /**
  * Write options at `at` in the layout Linux uses: MSS; SACK-permitted and
  * timestamp together (kind 4 then kind 8) or each padded with NOPs; NOP +
- * window scale; NOP NOP + SACK blocks. Returns the bytes written.
+ * window scale; NOP NOP + SACK blocks, as many as fit in the 40 bytes of
+ * option space (see sackBlocksEmitted). Returns the bytes written
+ * (optionsLength(o)).
  */
 export function emitOptions(b: Uint8Array, at: number, o: TcpOptions): number {
+  const blocks = sackBlocksEmitted(o, fixedOptionsLength(o));
   let i = at;
   if (o.mss !== undefined) {
     b[i] = OPT_MSS;
@@ -184,13 +207,14 @@ export function emitOptions(b: Uint8Array, at: number, o: TcpOptions): number {
     b[i + 3] = o.wscale;
     i += 4;
   }
-  if (o.sack && o.sack.length) {
+  if (blocks > 0) {
     b[i] = OPT_NOP;
     b[i + 1] = OPT_NOP;
     b[i + 2] = OPT_SACK;
-    b[i + 3] = 2 + 8 * o.sack.length;
+    b[i + 3] = 2 + 8 * blocks;
     i += 4;
-    for (const s of o.sack) {
+    for (let k = 0; k < blocks; k++) {
+      const s = o.sack![k];
       writeU32(b, i, s.left >>> 0);
       writeU32(b, i + 4, s.right >>> 0);
       i += 8;
