@@ -8,7 +8,7 @@ use crate::bindings::exports::libretto::net::server::{Exit, GuestIndices as Serv
 use crate::engine;
 use crate::link::LinkSlot;
 use crate::portmap::{PortPolicy, Portmap};
-use crate::state::{Ctx, PortmapGrant};
+use crate::state::{Ctx, HostCounters, PortmapGrant};
 use std::path::Path;
 use std::sync::Arc;
 use wasmtime::component::InstancePre;
@@ -66,6 +66,19 @@ pub fn spawn(
     args: Vec<(String, String)>,
     portmap: Option<PortmapGrant>,
 ) -> Result<std::thread::JoinHandle<Outcome>, String> {
+    spawn_counted(name, pre, link, args, portmap, Arc::new(HostCounters::default()))
+}
+
+/// As `spawn`, with the host's counters for the app kept where the caller
+/// can read them while it runs.
+pub fn spawn_counted(
+    name: &str,
+    pre: InstancePre<Ctx>,
+    link: LinkSlot,
+    args: Vec<(String, String)>,
+    portmap: Option<PortmapGrant>,
+    counters: Arc<HostCounters>,
+) -> Result<std::thread::JoinHandle<Outcome>, String> {
     let name = name.to_string();
     let portmap = portmap.unwrap_or_else(|| PortmapGrant { map: Arc::new(Portmap::new()), app: 1, policy: PortPolicy::any() });
     std::thread::Builder::new()
@@ -75,6 +88,7 @@ pub fn spawn(
             ctx.link = Some(link);
             ctx.args = args;
             ctx.portmap = Some(portmap);
+            ctx.counters = counters;
             let mut store = engine::new_store(ctx);
             let instance = match pre.instantiate(&mut store) {
                 Ok(i) => i,

@@ -101,15 +101,16 @@ pub fn pair(a: LinkInfo, b: LinkInfo, ring_frames: usize) -> (LinkSlot, LinkSlot
 pub const FRAME_ID_BASE: u32 = 0x8000_0000;
 
 /// Frames a component holds, by id. Bounded: `recv` hands out no more
-/// frames than there are free slots.
-pub struct HeldFrames {
-    slots: Vec<Option<Frame>>,
+/// frames than there are free slots. `T` is the frame and whatever the
+/// host keeps beside it (the network server's frames remember their port).
+pub struct HeldFrames<T = Frame> {
+    slots: Vec<Option<T>>,
     free: Vec<u32>,
     limit: usize,
 }
 
-impl HeldFrames {
-    pub fn new(limit: usize) -> HeldFrames {
+impl<T> HeldFrames<T> {
+    pub fn new(limit: usize) -> HeldFrames<T> {
         HeldFrames { slots: Vec::new(), free: Vec::new(), limit }
     }
 
@@ -121,7 +122,7 @@ impl HeldFrames {
         self.slots.len() - self.free.len()
     }
 
-    pub fn insert(&mut self, f: Frame) -> u32 {
+    pub fn insert(&mut self, f: T) -> u32 {
         let idx = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(f);
@@ -136,6 +137,10 @@ impl HeldFrames {
         FRAME_ID_BASE | idx
     }
 
+    pub fn ids(&self) -> Vec<u32> {
+        self.slots.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| FRAME_ID_BASE | i as u32).collect()
+    }
+
     fn index(id: u32) -> Option<usize> {
         if id & FRAME_ID_BASE == 0 {
             return None;
@@ -143,11 +148,11 @@ impl HeldFrames {
         Some((id & !FRAME_ID_BASE) as usize)
     }
 
-    pub fn get(&self, id: u32) -> Option<&Frame> {
+    pub fn get(&self, id: u32) -> Option<&T> {
         self.slots.get(Self::index(id)?)?.as_ref()
     }
 
-    pub fn take(&mut self, id: u32) -> Option<Frame> {
+    pub fn take(&mut self, id: u32) -> Option<T> {
         let i = Self::index(id)?;
         let f = self.slots.get_mut(i)?.take()?;
         self.free.push(i as u32);

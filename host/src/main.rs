@@ -15,13 +15,17 @@ mod bindings;
 mod buffers;
 mod codec;
 mod compose;
+mod ctl;
 mod demo;
 mod engine;
 mod link;
+mod manifest;
 mod netcmd;
 mod portmap;
 mod ring;
 mod state;
+mod switch;
+mod system;
 mod tap;
 mod testcmd;
 mod wire;
@@ -31,9 +35,13 @@ use std::path::PathBuf;
 const USAGE: &str = "usage: libretto <command> [args]
 
 commands:
+  run MANIFEST                    boot a system: the network server, the apps,
+                                  the NIC (docs/MANIFEST.md)
   run [--components DIR]          boot the frame demo: two components exchange
                                   frames over host-owned rings (default DIR:
                                   build/components)
+  ctl [--socket P | --manifest M] [--json] apps|stats|portmap
+                                  ask a running system
   test COMPONENT...               run each component's tests inside wasmtime
   compile COMPONENT...            precompile components into the cache
   bench [--components DIR] [--out DIR]
@@ -93,6 +101,7 @@ fn compose_cmd(args: &[String]) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
+        Some("run") if args.len() == 2 && !args[1].starts_with("--") => system::main(&args[1..]),
         Some("run") => match components_dir(&args[1..]) {
             Ok(dir) => demo::main(&dir),
             Err(e) => {
@@ -100,6 +109,7 @@ fn main() {
                 2
             }
         },
+        Some("ctl") => ctl::main(&args[1..]),
         Some("test") => testcmd::main(&args[1..]),
         Some("compile") => {
             let mut code = 0;

@@ -58,6 +58,10 @@ pub struct Ctx {
     pub args: Vec<(String, String)>,
     /// Where `log` lines go (stderr by default).
     pub log: Arc<dyn Fn(&str, &str) + Send + Sync>,
+    /// The switch, for the network server.
+    pub switch: Option<Arc<crate::switch::Switch>>,
+    /// Frames the network server holds, with the port each came from.
+    pub server_held: crate::switch::ServerHeld,
 }
 
 impl Ctx {
@@ -73,6 +77,8 @@ impl Ctx {
             counters: Arc::new(HostCounters::default()),
             args: Vec::new(),
             log: Arc::new(|name: &str, line: &str| eprintln!("[{name}] {line}")),
+            switch: None,
+            server_held: crate::link::HeldFrames::new(4096),
         }
     }
 

@@ -97,14 +97,22 @@ fn open_tap(name: &str) -> Result<OwnedFd, String> {
 impl Tap {
     /// Attach to (or create) TAP device `name` and make a link for an app.
     pub fn open(name: &str, info: LinkInfo, ring_frames: usize) -> Result<(Tap, LinkSlot), String> {
+        let app_notify = Notify::new();
+        let (tap, rx, tx) = Tap::open_rings(name, app_notify.clone(), ring_frames)?;
+        let slot = LinkSlot::new(LinkPort { info, rx, tx }, app_notify);
+        Ok((tap, slot))
+    }
+
+    /// Attach to (or create) TAP device `name`; returns the ring of frames
+    /// from the device (waking `rx_consumer`) and the ring of frames to it.
+    pub fn open_rings(name: &str, rx_consumer: Arc<Notify>, ring_frames: usize) -> Result<(Tap, Arc<Ring>, Arc<Ring>), String> {
         let fd = Arc::new(open_tap(name)?);
         let stats = Arc::new(TapStats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let app_notify = Notify::new();
         let tx_notify = Notify::new();
-        let rx = Ring::new(format!("{name}-rx"), ring_frames, app_notify.clone());
+        let rx = Ring::new(format!("{name}-rx"), ring_frames, rx_consumer);
         let tx = Ring::new(format!("{name}-tx"), ring_frames, tx_notify.clone());
-        let slot = LinkSlot::new(LinkPort { info, rx: rx.clone(), tx: tx.clone() }, app_notify);
+        let (rx_out, tx_out) = (rx.clone(), tx.clone());
         let mut threads = Vec::new();
         {
             let (fd, stats, stop) = (fd.clone(), stats.clone(), stop.clone());
@@ -114,7 +122,7 @@ impl Tap {
             let (fd, stats, stop, n) = (fd.clone(), stats.clone(), stop.clone(), tx_notify.clone());
             threads.push(std::thread::Builder::new().name(format!("{name}-writer")).spawn(move || writer(&fd, &tx, &n, &stats, &stop)).map_err(|e| e.to_string())?);
         }
-        Ok((Tap { name: name.to_string(), stats, stop, tx_notify, threads }, slot))
+        Ok((Tap { name: name.to_string(), stats, stop, tx_notify, threads }, rx_out, tx_out))
     }
 
     pub fn close(&mut self) {

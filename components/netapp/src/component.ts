@@ -14,7 +14,8 @@
  * expect=echo the client checks that what came back equals what it sent
  * (both SHA-256s kept by the host) and fails if not.
  *
- * Addressing: ip=A.B.C.D/LEN (required), gateway=A.B.C.D.
+ * Addressing: ip=A.B.C.D/LEN (required), gateway=A.B.C.D. For tests,
+ * crash-after-ms=N makes the component trap N ms after it starts.
  */
 import * as link from '../../lib/link.ts';
 import { u64 } from '../../lib/abi.ts';
@@ -33,6 +34,9 @@ interface Served {
 
 const stats = { accepted: 0, echoed: 0, discarded: 0, sourced: 0, clientSent: 0, clientReceived: 0 };
 let stack: Stack | null = null;
+
+/** Thrown to crash the component on purpose (crash-after-ms): it escapes run() and traps. */
+class DeliberateCrash extends Error {}
 
 function fail(message: string): { tag: 'failed'; val: string } {
   log(`netapp: ${message}`);
@@ -122,8 +126,11 @@ function run(): { tag: 'stopped' } | { tag: 'failed'; val: string } {
   s.announce();
   const served: Served[] = [];
   const exitWhenDone = one('exit') === 'done';
+  const crashAfter = one('crash-after-ms');
+  const crashAt = crashAfter ? link.now() + Number(crashAfter) * 1e6 : Infinity;
 
   const app = (): boolean => {
+    if (crashAt !== Infinity && link.now() >= crashAt) throw new DeliberateCrash(`deliberate crash after ${crashAfter} ms (crash-after-ms)`);
     for (const [l, kind] of listeners) {
       for (let c = s.accept(l); c; c = s.accept(l)) {
         stats.accepted++;
@@ -228,6 +235,10 @@ export const server = {
     try {
       return run();
     } catch (e) {
+      if (e instanceof DeliberateCrash) {
+        log(`netapp: ${e.message}`);
+        throw e;
+      }
       const err = e as Error;
       return fail(`${err.message}\n${err.stack ?? ''}`);
     }

@@ -1,0 +1,348 @@
+//! The system manifest: what `libretto run MANIFEST` boots. A JSON file;
+//! the format is documented in docs/MANIFEST.md and its schema is
+//! docs/manifest.schema.json. Every error is one line that names the file
+//! and the field (`apps[1].ports.tcp[0]`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Option<String>,
+    control: Option<String>,
+    nic: RawNic,
+    shared_ip: String,
+    gateway: Option<String>,
+    network_server: String,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNic {
+    tap: String,
+    mac: Option<String>,
+    mtu: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+    image: String,
+    #[serde(default = "shared")]
+    ip: String,
+    mac: Option<String>,
+    #[serde(default = "server_mode")]
+    mode: String,
+    #[serde(default)]
+    ports: RawPorts,
+    #[serde(default)]
+    args: BTreeMap<String, serde_json::Value>,
+}
+
+fn shared() -> String {
+    "shared".into()
+}
+
+fn server_mode() -> String {
+    "server".into()
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    #[serde(default)]
+    tcp: Vec<serde_json::Value>,
+    #[serde(default)]
+    udp: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub name: String,
+    pub control: PathBuf,
+    pub tap: String,
+    pub nic_mac: u64,
+    pub mtu: u32,
+    pub shared_ip: u32,
+    pub prefix_len: u8,
+    pub gateway: Option<u32>,
+    pub network_server: PathBuf,
+    pub apps: Vec<App>,
+}
+
+#[derive(Clone, Debug)]
+pub struct App {
+    pub name: String,
+    pub image: PathBuf,
+    /// A dedicated address, or None for the shared IP.
+    pub ip: Option<(u32, u8)>,
+    pub mac: u64,
+    pub direct: bool,
+    pub tcp: Vec<RangeInclusive<u16>>,
+    pub udp: Vec<RangeInclusive<u16>>,
+    pub args: Vec<(String, String)>,
+}
+
+pub fn parse_ip(s: &str) -> Option<u32> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut ip = 0u32;
+    for p in parts {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = p.parse().ok()?;
+        if n > 255 {
+            return None;
+        }
+        ip = (ip << 8) | n;
+    }
+    Some(ip)
+}
+
+pub fn ip_string(ip: u32) -> String {
+    let b = ip.to_be_bytes();
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
+fn parse_cidr(s: &str) -> Option<(u32, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    Some((parse_ip(ip)?, len))
+}
+
+fn parse_port_item(v: &serde_json::Value) -> Option<RangeInclusive<u16>> {
+    match v {
+        serde_json::Value::Number(n) => {
+            let p = n.as_u64().filter(|p| (1..=65535).contains(p))? as u16;
+            Some(p..=p)
+        }
+        serde_json::Value::String(s) => {
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            let a: u16 = a.trim().parse().ok().filter(|p| *p >= 1)?;
+            let b: u16 = b.trim().parse().ok()?;
+            (a <= b).then_some(a..=b)
+        }
+        _ => None,
+    }
+}
+
+fn default_control() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(d).join("libretto.sock");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("libretto-{uid}.sock"))
+}
+
+/// Read and check a manifest. Errors name the file and the field.
+pub fn load(path: &Path) -> Result<Manifest, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{shown}: no such file"),
+        _ => format!("{shown}: cannot read: {e}"),
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // serde's message ends with " at line L column C"; keep it, it helps.
+        if at == "." || at == "?" || at.is_empty() {
+            format!("{shown}: {msg}")
+        } else {
+            format!("{shown}: {at}: {msg}")
+        }
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let err = |field: &str, why: String| format!("{shown}: {field}: {why}");
+
+    let (shared_ip, prefix_len) = parse_cidr(&raw.shared_ip).ok_or_else(|| err("shared_ip", format!("`{}` is not an address with a prefix length, like 10.0.0.2/24", raw.shared_ip)))?;
+    let gateway = match &raw.gateway {
+        Some(g) => Some(parse_ip(g).ok_or_else(|| err("gateway", format!("`{g}` is not an IPv4 address")))?),
+        None => None,
+    };
+    if raw.nic.tap.is_empty() || raw.nic.tap.len() > 15 {
+        return Err(err("nic.tap", format!("`{}` is not a network device name (1 to 15 characters)", raw.nic.tap)));
+    }
+    let nic_mac = match &raw.nic.mac {
+        Some(m) => crate::apprun::parse_mac(m).map_err(|e| err("nic.mac", e))?,
+        None => 0x0200_0000_0001,
+    };
+    if nic_mac >> 40 & 1 == 1 {
+        return Err(err("nic.mac", "a group (multicast) address cannot be a NIC's".into()));
+    }
+    let mtu = raw.nic.mtu.unwrap_or(1500);
+    if !(576..=9000).contains(&mtu) {
+        return Err(err("nic.mtu", format!("{mtu}: from 576 to 9000")));
+    }
+    let network_server = resolve(&raw.network_server);
+    if !network_server.exists() {
+        return Err(err("network_server", format!("{}: no such file", network_server.display())));
+    }
+    let mut apps = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut ips = std::collections::HashSet::new();
+    for (i, a) in raw.apps.iter().enumerate() {
+        let field = |f: &str| format!("apps[{i}].{f}");
+        if a.name.is_empty() || !a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(&field("name"), format!("`{}`: letters, digits, - and _ only", a.name)));
+        }
+        if !names.insert(a.name.clone()) {
+            return Err(err(&field("name"), format!("`{}` is used by another app", a.name)));
+        }
+        let image = resolve(&a.image);
+        if !image.exists() {
+            return Err(err(&field("image"), format!("{}: no such file", image.display())));
+        }
+        let ip = if a.ip == "shared" {
+            None
+        } else {
+            let (ip, len) = parse_cidr(&a.ip).ok_or_else(|| err(&field("ip"), format!("`{}` is not \"shared\" or an address with a prefix length", a.ip)))?;
+            if ip == shared_ip {
+                return Err(err(&field("ip"), "is the shared IP; write \"shared\" to share it".into()));
+            }
+            if !ips.insert(ip) {
+                return Err(err(&field("ip"), format!("{} is given to another app", ip_string(ip))));
+            }
+            Some((ip, len))
+        };
+        let mac = match (&a.mac, ip) {
+            (Some(_), None) => return Err(err(&field("mac"), "only an app with its own IP has its own MAC (apps on the shared IP use the NIC's)".into())),
+            (Some(m), Some(_)) => crate::apprun::parse_mac(m).map_err(|e| err(&field("mac"), e))?,
+            (None, Some(_)) => nic_mac + 0x100 + i as u64 + 1,
+            (None, None) => nic_mac,
+        };
+        let direct = match a.mode.as_str() {
+            "server" => false,
+            "direct" => true,
+            other => return Err(err(&field("mode"), format!("`{other}`: \"server\" or \"direct\""))),
+        };
+        let mut ranges = |list: &[serde_json::Value], proto: &str| -> Result<Vec<RangeInclusive<u16>>, String> {
+            list.iter()
+                .enumerate()
+                .map(|(j, v)| parse_port_item(v).ok_or_else(|| err(&field(&format!("ports.{proto}[{j}]")), format!("{v} is not a port (1-65535) or a range \"A-B\""))))
+                .collect()
+        };
+        let tcp = ranges(&a.ports.tcp, "tcp")?;
+        let udp = ranges(&a.ports.udp, "udp")?;
+        if ip.is_some() && (!tcp.is_empty() || !udp.is_empty()) {
+            return Err(err(&field("ports"), "ports are for apps on the shared IP; an app with its own IP may bind any".into()));
+        }
+        let mut args = Vec::new();
+        for (k, v) in &a.args {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => return Err(err(&field(&format!("args.{k}")), format!("{other} is not a string, number or boolean"))),
+            };
+            if k == "ip" || k == "gateway" {
+                return Err(err(&field(&format!("args.{k}")), "is set by the host from the manifest".into()));
+            }
+            args.push((k.clone(), v));
+        }
+        apps.push(App { name: a.name.clone(), image, ip, mac, direct, tcp, udp, args });
+    }
+    // Grants may overlap (two apps allowed the ephemeral range, say): the
+    // portmap gives a port to the first that binds it and refuses the next.
+    Ok(Manifest {
+        path: path.to_path_buf(),
+        name: raw.name.unwrap_or_else(|| "libretto".into()),
+        control: raw.control.map(|c| resolve(&c)).unwrap_or_else(default_control),
+        tap: raw.nic.tap,
+        nic_mac,
+        mtu,
+        shared_ip,
+        prefix_len,
+        gateway,
+        network_server,
+        apps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("libretto-manifest-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("ns.wasm"), b"x").unwrap();
+        std::fs::write(d.join("app.wasm"), b"x").unwrap();
+        d
+    }
+
+    const GOOD: &str = r#"{
+      "nic": { "tap": "tap0" },
+      "shared_ip": "10.0.0.2/24",
+      "network_server": "ns.wasm",
+      "apps": [
+        { "name": "web", "image": "app.wasm", "ports": { "tcp": [80, "8000-8010"] }, "args": { "echo": 80 } },
+        { "name": "own", "image": "app.wasm", "ip": "10.0.0.3/24" }
+      ]
+    }"#;
+
+    #[test]
+    fn a_good_manifest_parses_with_defaults() {
+        let d = dir();
+        let m = load(&write(&d, "m.json", GOOD)).unwrap();
+        assert_eq!(m.shared_ip, 0x0a00_0002);
+        assert_eq!(m.apps[0].tcp, vec![80..=80, 8000..=8010]);
+        assert_eq!(m.apps[0].ip, None);
+        assert_eq!(m.apps[0].mac, m.nic_mac);
+        assert_eq!(m.apps[1].ip, Some((0x0a00_0003, 24)));
+        assert_ne!(m.apps[1].mac, m.nic_mac);
+        assert_eq!(m.apps[0].args, vec![("echo".to_string(), "80".to_string())]);
+        assert_eq!(m.network_server, d.join("ns.wasm"));
+    }
+
+    fn bad(text: &str) -> String {
+        let d = dir();
+        load(&write(&d, "bad.json", text)).unwrap_err()
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, &str)> = vec![
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2","network_server":"ns.wasm"}"#, "shared_ip: `10.0.0.2` is not an address"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"nope.wasm"}"#, "network_server: "),
+            (r#"{"nic":{"tap":"t","speed":1},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm"}"#, "nic.speed: unknown field `speed`"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","ports":{"tcp":[80,"90-80"]}}]}"#, "apps[0].ports.tcp[1]: \"90-80\" is not a port"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","mode":"fast"}]}"#, "apps[0].mode: `fast`"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","ip":"10.0.0.2/24"}]}"#, "apps[0].ip: is the shared IP"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","args":{"ip":"1.2.3.4"}}]}"#, "apps[0].args.ip: is set by the host"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a b","image":"app.wasm"}]}"#, "apps[0].name: `a b`"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm"},{"name":"a","image":"app.wasm"}]}"#, "apps[1].name: `a` is used by another app"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a"}]}"#, "apps[0]: missing field `image`"),
+            (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","ports":{"tcp":[0]}}]}"#, "apps[0].ports.tcp[0]: 0 is not a port"),
+            ("{ not json", "bad.json: key must be a string"),
+        ];
+        for (text, want) in cases {
+            let got = bad(text);
+            assert!(got.contains(want), "for {text}\n got: {got}\nwant: {want}");
+            assert!(got.contains("bad.json"), "names the file: {got}");
+            assert!(!got.contains('\n'), "one line: {got}");
+        }
+    }
+}
