@@ -1,9 +1,10 @@
 // The benchmark client: measures one peer (libretto over TAP, or Linux
 // over veth) with the same code.
 //
-// usage: node bench/stack-client.mjs IP BYTES PINGS
-// prints one JSON object: upload and download throughput (bit/s) and the
-// 64-byte ping-pong round trip (median and p99, microseconds).
+// usage: node bench/stack-client.mjs IP BYTES PINGS [all|bulk|latency|rate]
+// prints one JSON object: upload and download throughput (bit/s), the
+// 64-byte ping-pong round trip (median and p99, microseconds), and the
+// request rate of 16 connections doing 64-byte ping-pongs (per second).
 import net from 'node:net';
 
 const [ip, bytesArg, pingsArg] = process.argv.slice(2);
@@ -83,7 +84,47 @@ async function pingpong() {
   return { median: rtts[Math.floor(rtts.length / 2)], p99: rtts[Math.floor(rtts.length * 0.99)] };
 }
 
-const up = await upload();
-const down = await download();
-const rtt = await pingpong();
-console.log(JSON.stringify({ uploadBps: up, downloadBps: down.bps, downloadBytes: down.got, rttMedianUs: rtt.median, rttP99Us: rtt.p99 }));
+/** Request rate: `conns` connections each doing 64-byte ping-pongs for `secs`. */
+async function requestRate(conns, secs) {
+  const sockets = await Promise.all(Array.from({ length: conns }, () => connect(7)));
+  const msg = Buffer.alloc(64, 0x43);
+  let done = 0;
+  const until = Date.now() + secs * 1000;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    sockets.map(
+      (s) =>
+        new Promise((resolve) => {
+          let pending = 64;
+          s.on('data', (d) => {
+            pending -= d.length;
+            if (pending > 0) return;
+            done++;
+            if (Date.now() >= until) return resolve();
+            pending = 64;
+            s.write(msg);
+          });
+          s.write(msg);
+        }),
+    ),
+  );
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+  for (const s of sockets) s.destroy();
+  return done / elapsed;
+}
+
+const mode = process.argv[5] ?? 'all';
+const result = {};
+if (mode === 'all' || mode === 'bulk') {
+  result.uploadBps = await upload();
+  const down = await download();
+  result.downloadBps = down.bps;
+  result.downloadBytes = down.got;
+}
+if (mode === 'all' || mode === 'latency') {
+  const rtt = await pingpong();
+  result.rttMedianUs = rtt.median;
+  result.rttP99Us = rtt.p99;
+}
+if (mode === 'all' || mode === 'rate') result.requestsPerSec = await requestRate(Number(process.env.LIBRETTO_BENCH_CONNS ?? 16), Number(process.env.LIBRETTO_BENCH_RATE_SECS ?? 3));
+console.log(JSON.stringify(result));

@@ -17,9 +17,10 @@
 use crate::bindings::exports::libretto::system::bench::{Guest as Bench, GuestIndices as BenchIndices};
 use crate::engine;
 use crate::link::{loopback, LinkInfo};
-use crate::ring::{Frame, Notify, Offload, Ring};
+use crate::ring::{Frame, Notify, Offload};
 use crate::state::Ctx;
 use std::path::{Path, PathBuf};
+use crate::ring::Ring;
 use std::time::Instant;
 use wasmtime::Store;
 
@@ -100,6 +101,83 @@ fn engine_figures(dir: &Path, eng: &'static str, out: &mut Vec<Figure>) -> Resul
     Ok(())
 }
 
+/// A TCP/IPv4 frame from Linux to the shared IP's port 80, 60 bytes.
+fn tcp_to_shared(seq: u32) -> Frame {
+    let mut d = vec![0u8; 60];
+    d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0xdd, 0x01]);
+    d[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0xee, 0x01]);
+    d[12] = 0x08;
+    d[14] = 0x45;
+    d[16..18].copy_from_slice(&40u16.to_be_bytes());
+    d[22] = 64;
+    d[23] = 6;
+    d[26..30].copy_from_slice(&[10, 87, 0, 1]);
+    d[30..34].copy_from_slice(&[10, 87, 0, 2]);
+    d[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    d[36..38].copy_from_slice(&80u16.to_be_bytes());
+    d[38..42].copy_from_slice(&seq.to_be_bytes());
+    d[46] = 5 << 4;
+    d[47] = 0x10;
+    Frame { data: d, offload: Offload { csum_valid: true, ..Offload::default() } }
+}
+
+/// The network server's forwarding cost: frames injected on the NIC's ring
+/// as fast as the server takes them, all to one app port through the
+/// portmap; frames per second the server moves, and time per frame.
+fn forward_cost(dir: &Path, eng: &'static str, out: &mut Vec<Figure>) -> Result<(), String> {
+    use crate::switch::{NicInfo, Switch};
+    use crate::portmap::{PortPolicy, Portmap, Proto};
+    use std::sync::Arc;
+    let path = dir.join(format!("network-server.{eng}.wasm"));
+    let pre = crate::apprun::prepare(&path)?;
+    let portmap = Arc::new(Portmap::new());
+    portmap.bind(1, &PortPolicy::any(), Proto::Tcp, 80).map_err(|e| format!("{e:?}"))?;
+    let sw = Switch::new(NicInfo { mac: 0x0200_0000_dd01, mtu: 1500, shared_ip: 0x0a57_0002, prefix_len: 24 }, portmap, 4096);
+    let nic_in = Ring::new("bench-nic-in", 4096, sw.server_notify());
+    let nic_out = Ring::new("bench-nic-out", 4096, Notify::new());
+    sw.attach_nic(nic_in.clone(), nic_out);
+    let (_port, slot) = sw.attach_app(1, "sink", 0x0200_0000_dd01, None, Notify::new());
+    let app_rx = slot.get().rx.clone();
+    let server = {
+        let sw = sw.clone();
+        std::thread::spawn(move || {
+            let mut ctx = Ctx::new("network-server");
+            ctx.switch = Some(sw);
+            let mut store = engine::new_store(ctx);
+            let r = pre.instantiate(&mut store).and_then(|i| crate::bindings::exports::libretto::net::server::GuestIndices::new(&pre)?.load(&mut store, &i)).and_then(|s| s.call_run(&mut store));
+            r.map(|_| ()).map_err(|e| format!("{e:#}"))
+        })
+    };
+    let total: u64 = if eng == "quickjs" { 200_000 } else { 50_000 };
+    let template: Vec<Frame> = (0..64).map(tcp_to_shared).collect();
+    let mut got = 0u64;
+    let mut sent = 0u64;
+    let mut sink = Vec::new();
+    // Warm up, then measure.
+    let mut measure = |count: u64| -> f64 {
+        let t0 = Instant::now();
+        let goal = got + count;
+        while got < goal {
+            if sent - got < 1024 {
+                sent += nic_in.push_batch(template.iter().cloned()) as u64;
+            }
+            sink.clear();
+            got += app_rx.pop_batch(4096, &mut sink) as u64;
+            if sink.is_empty() {
+                std::thread::yield_now();
+            }
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    measure(total / 10);
+    let secs = measure(total);
+    sw.server_notify().stop();
+    let _ = server.join();
+    out.push(Figure { name: format!("{eng}.server.forward-per-frame"), label: "network server: forwarding cost per frame (batches of up to 256)", engine: eng, value: secs / total as f64 * 1e6, unit: "us" });
+    out.push(Figure { name: format!("{eng}.server.forward-rate"), label: "network server: frames forwarded per second", engine: eng, value: total as f64 / secs / 1e3, unit: "k/s" });
+    Ok(())
+}
+
 /// The same ring batch with no component: the host's own cost.
 fn native_ring(out: &mut Vec<Figure>) {
     let ring = Ring::new("bench", 1024, Notify::new());
@@ -139,6 +217,10 @@ pub fn main(args: &[String]) -> i32 {
             eprintln!("libretto bench: {e}");
             return 2;
         }
+        if let Err(e) = forward_cost(&dir, eng, &mut figures) {
+            eprintln!("libretto bench: forwarding: {e}");
+            return 2;
+        }
     }
     native_ring(&mut figures);
 
@@ -155,7 +237,7 @@ pub fn main(args: &[String]) -> i32 {
             .map(|f| format!("{:.2} {}", f.value, f.unit))
             .unwrap_or_else(|| "-".into())
     };
-    println!("{:<72} {:>16} {:>12} {:>12}", "figure (median of 15 rounds)", "starlingmonkey", "quickjs", "native");
+    println!("{:<72} {:>16} {:>12} {:>12}", "figure (median of 15 rounds; forwarding: one run)", "starlingmonkey", "quickjs", "native");
     for l in &labels {
         println!("{l:<72} {:>16} {:>12} {:>12}", cell(l, "starlingmonkey"), cell(l, "quickjs"), cell(l, "native"));
     }
