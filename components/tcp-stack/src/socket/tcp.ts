@@ -579,6 +579,9 @@ export class TcpConnection {
       if (!(h.flags & RST)) {
         // An unacceptable segment gets an ACK (MUST), then is dropped.
         env.count(segLen === 0 && segStart === this.rcvNxt - 1 ? 'tcp.keepalive-probe-received' : 'tcp.out-of-window');
+        // TIME-WAIT: a retransmission of the peer's FIN (old, so it lands
+        // here) is ACKed and restarts the 2 MSL wait (RFC 9293 3.10.7.4, eighth).
+        if (this.state === 'TIME-WAIT' && h.flags & FIN && segStart + seg.payloadLen === this.finAt) this.enterTimeWait(env);
         this.ackNow = true;
         this.output(env);
       } else {
@@ -717,15 +720,16 @@ export class TcpConnection {
     if (this.sndUna > 0) {
       // Our SYN is acknowledged: ESTABLISHED.
       this.state = 'ESTABLISHED';
-      this.sndWnd = h.window * 2 ** this.sndWscale;
+      this.sndWnd = h.window; // a SYN-ACK's window is never scaled (RFC 7323 2.2)
       this.maxSndWnd = this.sndWnd;
       this.sndWl1 = 1;
       this.sndWl2 = this.sndUna;
       this.rtxDeadline = NEVER;
-      this.retries = 0;
-      this.backoff = 0;
+      // Before `retries` is cleared: both look at whether the SYN was retransmitted.
       this.sampleRttFromSyn(seg, env);
       this.initCongestion();
+      this.retries = 0;
+      this.backoff = 0;
       env.count('tcp.established-active');
       this.ackNow = true;
       this.output(env);
@@ -769,7 +773,7 @@ export class TcpConnection {
       const ts = h.options.timestamp;
       if (this.tsOk && ts && ts.echo !== 0) {
         this.rttSample(this.tsNowMs(env) - ts.echo, env);
-      } else if (this.rttOffset >= 0 && ackOff > this.rttOffset) {
+      } else if (this.rttOffset >= 0 && ackOff >= this.rttOffset) {
         this.rttSample((env.now - this.rttSentAt) / MS, env);
         this.rttOffset = -1;
       }
@@ -823,6 +827,7 @@ export class TcpConnection {
       seg.payloadLen === 0 &&
       !(h.flags & (SYN | FIN)) &&
       wndRaw === this.sndWnd &&
+      wndRaw > 0 && // answers to zero-window probes are not loss signals
       this.sndUna < this.sndMax
     ) {
       // A duplicate ACK (RFC 5681 2): count it.
@@ -1049,8 +1054,11 @@ export class TcpConnection {
     const start = segStart + (h.flags & SYN ? 1 : 0);
     const end = start + seg.payloadLen;
     const winEnd = this.rcvNxt + Math.max(this.rcvAdv - this.rcvNxt, this.rcvWindow());
+    // Nothing is taken beyond a FIN already seen (RFC 9293 3.10.7.4, eighth):
+    // it may have arrived out of order, ahead of this data.
+    const finEnd = this.finAt >= 0 ? this.finAt : Number.POSITIVE_INFINITY;
     const s = Math.max(start, this.rcvNxt);
-    const e = Math.min(end, winEnd);
+    const e = Math.min(end, winEnd, finEnd);
     if (e <= s) {
       // All duplicate (or beyond the window): ACK at once (RFC 5681 4.2).
       env.count('tcp.duplicate-data');
@@ -1075,7 +1083,7 @@ export class TcpConnection {
     // Fill from the out-of-order ranges that now touch.
     const hadOoo = this.ooo.length > 0;
     while (this.ooo.length && this.ooo[0].start <= this.rcvNxt) {
-      this.rcvNxt = Math.max(this.rcvNxt, this.ooo[0].end);
+      this.rcvNxt = Math.min(Math.max(this.rcvNxt, this.ooo[0].end), finEnd);
       this.ooo.shift();
     }
     if (hadOoo) this.ackNow = true; // a filled hole is ACKed at once
@@ -1202,8 +1210,11 @@ export class TcpConnection {
       if (sendFin) break;
     }
 
-    // Zero window: probe (RFC 9293 3.8.6.1).
-    if (this.sndWnd === 0 && this.dataEnd() > this.sndNxt && this.sndUna === this.sndNxt && this.persistDeadline === NEVER) {
+    // Zero window: probe (RFC 9293 3.8.6.1). A window too small to use
+    // (sender SWS avoidance above) with nothing in flight needs a timer too,
+    // the override timeout of RFC 9293 3.8.6.2.1: without one, a lost
+    // window update would stall the connection for good.
+    if (this.dataEnd() > this.sndNxt && this.sndUna === this.sndNxt && this.persistDeadline === NEVER && this.state !== 'SYN-RECEIVED') {
       this.persistDeadline = env.now + Math.max(this.rto, env.config.minRtoMs * MS);
     }
 
@@ -1328,7 +1339,9 @@ export class TcpConnection {
   }
 
   private keepaliveTimer(): number {
-    if (!this.keepalive || this.state !== 'ESTABLISHED') return NEVER;
+    // Only with no sent data outstanding (RFC 9293 3.8.4, MUST-26): else
+    // the retransmission or persist timer is in charge.
+    if (!this.keepalive || this.state !== 'ESTABLISHED' || this.sndMax > this.sndUna) return NEVER;
     return this.keepaliveSent === 0 ? this.lastActivity + this.keepaliveIdle : this.keepaliveDeadline;
   }
 
@@ -1378,6 +1391,11 @@ export class TcpConnection {
         });
         this.sndMax = Math.max(this.sndMax, from + 1);
         this.persistDeadline = now + Math.min(this.rto * 2 ** this.backoff, c.maxRtoMs * MS);
+      } else if (this.sndUna === this.sndNxt && this.dataEnd() > this.sndNxt) {
+        // The sender SWS override: send what the (small) window allows.
+        const mss = this.effectiveMss();
+        const len = Math.min(this.sndWnd, this.cwnd, mss, this.dataEnd() - this.sndNxt);
+        if (len > 0) this.sendSegment(env, this.sndNxt, len, false, mss);
       }
     }
     const ka = this.keepaliveTimer();
@@ -1411,8 +1429,12 @@ export class TcpConnection {
   /** RFC 6298 5.4-5.7 and RFC 5681 3.1 on a retransmission timeout. */
   private onRetransmitTimeout(env: TcpEnv): void {
     const c = env.config;
-    this.retries++;
-    const limit = this.state === 'SYN-SENT' || this.state === 'SYN-RECEIVED' ? c.synRetries : c.dataRetries;
+    // A zero window that the peer keeps advertising is no failure (RFC 9293
+    // 3.8.6.1, MUST-37): these timeouts only probe, and count toward giving
+    // up only once the peer has been silent for the longest RTO.
+    const synchronized = this.state !== 'SYN-SENT' && this.state !== 'SYN-RECEIVED';
+    if (!(synchronized && this.sndWnd === 0 && env.now - this.lastActivity < c.maxRtoMs * MS)) this.retries++;
+    const limit = synchronized ? c.dataRetries : c.synRetries;
     if (this.retries > limit) {
       env.count('tcp.retransmit-timeout-give-up');
       if (this.state === 'SYN-RECEIVED' && this.listener) this.enterClosed(null);
