@@ -605,6 +605,11 @@ export class Stack implements TcpEnv {
 
   /** Open a connection from an ephemeral port (or `localPort`). */
   tcpConnect(remoteIp: number, remotePort: number, localPort = 0): TcpConnection | BindResult {
+    // RFC 9293 MUST-46: no connection to a broadcast or multicast address.
+    const top = remoteIp >>> 24;
+    const host = this.cfg.prefixLen >= 31 ? 0 : 0xffffffff >>> this.cfg.prefixLen;
+    const directed = host !== 0 && ((remoteIp & host) >>> 0) === host && ((remoteIp ^ this.cfg.ip) >>> 0) >>> (32 - this.cfg.prefixLen) === 0;
+    if (remoteIp === 0xffffffff || top >= 224 || directed || remoteIp === 0 || remotePort === 0) return 'invalid';
     let port = localPort;
     if (port === 0) {
       const r = this.platform.bindEphemeral('tcp');

@@ -38,4 +38,14 @@ test('two stacks: handshake, data both ways, graceful close', () => {
   assert.is(server!.state, 'CLOSED', server!.describe());
 });
 
+test('RFC 9293 MUST-46: no connection to broadcast or multicast addresses, or port 0', () => {
+  const { a } = pair({ seed: 2 });
+  for (const ip of [0xffffffff, 0x0a0000ff, 0xe0000001, 0]) {
+    assert.is(a.stack.tcpConnect(ip, 80), 'invalid', `to ${ip.toString(16)}`);
+  }
+  assert.is(a.stack.tcpConnect(B_IP, 0), 'invalid', 'port 0');
+  assert.is(a.stack.out.tx.count, 0, 'nothing sent, no ARP asked');
+  assert.type(a.stack.tcpConnect(B_IP, 80), 'object');
+});
+
 test.run();
