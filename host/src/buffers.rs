@@ -231,6 +231,16 @@ impl ByteQueue {
         Ok(())
     }
 
+    /// Append up to `len` bytes copied from `src[offset..]`; returns how many.
+    pub fn append_from_buffer(&self, src: &Buffer, offset: u32, len: u32) -> Result<u32, BufError> {
+        let b = src.bytes.lock().unwrap();
+        let end = offset as u64 + len as u64;
+        if end > b.len() as u64 {
+            return Err(BufError::OutOfRange);
+        }
+        Ok(self.append(&b[offset as usize..end as usize]))
+    }
+
     /// Append up to `len` bytes of pattern `seed`, continuing the stream.
     pub fn fill(&self, seed: u64, len: u32) -> u32 {
         let mut s = self.inner.lock().unwrap();

@@ -170,6 +170,10 @@ impl wit_buffers::HostByteQueue for Ctx {
     fn release(&mut self, q: Resource<ByteQueue>, to: u64) -> Result<Result<(), wit_buffers::BufferError>> {
         Ok(self.table.get(&q)?.release(to).map_err(buf_err))
     }
+    fn append_buffer(&mut self, q: Resource<ByteQueue>, src: Resource<Buffer>, offset: u32, len: u32) -> Result<Result<u32, wit_buffers::BufferError>> {
+        let b = self.table.get(&src)?.clone();
+        Ok(self.table.get(&q)?.append_from_buffer(&b, offset, len).map_err(buf_err))
+    }
     fn fill(&mut self, q: Resource<ByteQueue>, seed: u64, len: u32) -> Result<u32> {
         Ok(self.table.get(&q)?.fill(seed, len))
     }
@@ -405,6 +409,11 @@ impl crate::bindings::libretto::io::host::Host for Ctx {
         }
         (self.log)(&self.name, &line[..end]);
         Ok(())
+    }
+    fn stopping(&mut self) -> Result<bool> {
+        let link = self.link.as_ref().map(|l| l.notify.stopping()).unwrap_or(false);
+        let server = self.switch.as_ref().map(|s| s.server_notify().stopping()).unwrap_or(false);
+        Ok(link || server)
     }
     fn random(&mut self, len: u32) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len.min(4096) as usize];

@@ -59,6 +59,12 @@ export class HostStore implements ByteStore {
   releaseAll(): void {
     if (this.tail > this.head) this.release(this.tail);
   }
+  /** Append up to `len` bytes of a host buffer from `offset`. */
+  appendBuffer(src: unknown, offset: number, len: number): number {
+    const n = this.queue.appendBuffer(src as never, u32(offset), u32(len)) >>> 0;
+    this.tail += n;
+    return n;
+  }
   /** Append up to `len` bytes of the host's pattern stream `seed`. */
   fill(seed: number, len: number): number {
     const n = this.queue.fill(u64(seed), u32(len)) >>> 0;
@@ -121,6 +127,32 @@ function flushPlacements(p: Placements): void {
     link.place(p);
     p.reset();
   }
+}
+
+/**
+ * One turn of the link: receive a batch, place payload, make it readable,
+ * run `app`, run timers, send, release. Returns how many frames came in.
+ */
+export function linkTurn(stack: Stack, maxBatch: number, ids: number[], app: () => void): number {
+  const out = stack.out;
+  stack.setTime(link.now());
+  const cur = link.recvCursor(maxBatch);
+  ids.length = 0;
+  while (cur.next()) {
+    ids.push(cur.id);
+    stack.receive({ id: cur.id, len: cur.len, flags: cur.flags, gso: cur.gso, head: cur.head() });
+  }
+  flushPlacements(out.placements);
+  stack.commitTails();
+  app();
+  stack.poll();
+  flushPlacements(out.placements);
+  stack.commitTails();
+  if (out.tx.count) link.send(out.tx);
+  stack.releaseAcked();
+  if (ids.length) link.release(ids);
+  out.reset();
+  return ids.length;
 }
 
 /**

@@ -454,6 +454,13 @@ export class TcpConnection {
     return moved;
   }
 
+  /** The owner moved `n` received bytes out of the receive store itself (a host splice). */
+  consumed(n: number): void {
+    if (n > this.readable()) throw new Error(`consumed ${n} of ${this.readable()} readable bytes`);
+    this.rcvRead += n;
+    if (n > 0) this.noteRead();
+  }
+
   /** Drop up to `max` received bytes unread (a discard server). */
   discard(max: number): number {
     const n = Math.min(max, this.readable());

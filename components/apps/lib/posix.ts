@@ -1,0 +1,90 @@
+/**
+ * Helpers for apps written against the POSIX shim: errno from a thrown
+ * error, a listening socket, and an epoll event loop in the shape of a C
+ * server's (nginx, redis and memcached all run one).
+ */
+import * as epoll from 'libretto:posix/epoll@0.1.0';
+import * as io from 'libretto:posix/io@0.1.0';
+import * as socket from 'libretto:posix/socket@0.1.0';
+import * as host from 'libretto:io/host@0.1.0';
+import { u64, num } from '../../lib/abi.ts';
+
+/** The errno name a failed call threw, or null if it was not an errno. */
+export function errno(e: unknown): string | null {
+  const p = (e as { payload?: unknown })?.payload ?? e;
+  return typeof p === 'string' ? p : null;
+}
+
+export function isAgain(e: unknown): boolean {
+  return errno(e) === 'eagain';
+}
+
+/** socket(); setsockopt(SO_REUSEADDR); bind(); listen(); O_NONBLOCK. */
+export function listenTcp(port: number, backlog = 511): number {
+  const fd = socket.socket('sock-stream');
+  socket.setsockopt(fd, 'so-reuseaddr', 1);
+  socket.bind(fd, { addr: [0, 0, 0, 0], port });
+  socket.listen(fd, backlog);
+  io.setNonblocking(fd, true);
+  return fd;
+}
+
+export const EV_IN = { in: true, out: false, err: false, hup: false, rdhup: true, et: false, oneshot: false };
+export const EV_INOUT = { ...EV_IN, out: true };
+
+export interface Handler {
+  /** The listening socket has connections to accept. */
+  onAccept?(fd: number): void;
+  /** A connection is readable (or hung up). */
+  onReadable?(fd: number): void;
+  /** A connection can take more output. */
+  onWritable?(fd: number): void;
+}
+
+export class EventLoop {
+  readonly ep = epoll.create();
+  private listeners = new Set<number>();
+  private tokens = new Map<number, number>();
+
+  listen(fd: number): void {
+    this.listeners.add(fd);
+    epoll.ctl(this.ep, 'add', fd, EV_IN, u64(fd));
+  }
+
+  watch(fd: number, wantOut = false): void {
+    epoll.ctl(this.ep, 'add', fd, wantOut ? EV_INOUT : EV_IN, u64(fd));
+  }
+
+  want(fd: number, out: boolean): void {
+    epoll.ctl(this.ep, 'modify', fd, out ? EV_INOUT : EV_IN, u64(fd));
+  }
+
+  close(fd: number): void {
+    try {
+      io.close(fd);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Run until the host asks the app to stop. */
+  run(h: Handler): void {
+    for (;;) {
+      const events = epoll.wait(this.ep, 256, 1000);
+      if (events.length === 0) {
+        if (host.stopping()) return;
+        continue;
+      }
+      for (const e of events) {
+        const fd = num(e.data as bigint | number);
+        if (this.listeners.has(fd)) h.onAccept?.(fd);
+        else {
+          if (e.events.in || e.events.hup || e.events.err) h.onReadable?.(fd);
+          if (e.events.out) h.onWritable?.(fd);
+        }
+      }
+    }
+  }
+}
+
+export { io, socket, host };
