@@ -3,18 +3,21 @@
 
 SHELL := /bin/bash
 NODE ?= node
+NIC ?= gateway
+PORT ?= 8080
 CARGO ?= cargo
 HOST_BIN := host/target/release/libretto
 STAMP := build/.stamps
 
-.PHONY: all setup components build run test bench clean help
+.PHONY: all setup components images build run test bench clean help
 
-all: build components
+all: build components images
 
 help:
 	@echo "make run         boot the demo system (no root needed)"
 	@echo "make test        run every test suite; last line: N passed, N failed"
 	@echo "make components  build the TypeScript components (cached by content)"
+	@echo "make images      compose app images (app + POSIX shim + TCP/IP stack)"
 	@echo "make build       build the host into bin/libretto"
 	@echo "make bench       call and ring costs on both JS engines; as root also"
 	@echo "                 the TCP/IP stack over TAP beside Linux over veth"
@@ -36,21 +39,26 @@ components: $(STAMP)/npm
 	@echo "== components"
 	@$(NODE) tools/build-components.mjs
 
+images: build components
+	@echo "== images"
+	@$(NODE) tools/build-images.mjs
+
 build:
 	@echo "== host (cargo build --release)"
 	@cd host && $(CARGO) build --release
 	@mkdir -p bin && cp $(HOST_BIN) bin/libretto
 
-run: setup build components
+run: setup build components images
 	@echo "== run"
-	@bin/libretto run
+	@NIC=$(NIC) PORT=$(PORT) tools/run.sh
 
-test: setup build components
+test: setup build components images
 	@$(NODE) tools/test-all.mjs
 
-bench: setup build components
+bench: setup build components images
 	@bin/libretto bench --components build/components --out bench/results
 	@$(NODE) bench/stack.mjs
+	@$(NODE) bench/system.mjs
 
 clean:
 	rm -rf build/components build/bundles bin/libretto

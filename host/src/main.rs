@@ -18,6 +18,7 @@ mod compose;
 mod ctl;
 mod demo;
 mod engine;
+mod gateway;
 mod link;
 mod manifest;
 mod netcmd;

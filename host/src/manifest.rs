@@ -24,9 +24,24 @@ struct Raw {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawNic {
-    tap: String,
+    tap: Option<String>,
+    gateway: Option<RawGateway>,
     mac: Option<String>,
     mtu: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    address: Option<String>,
+    forwards: Vec<RawForward>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    listen: String,
+    to: String,
 }
 
 #[derive(Deserialize, Debug)]
@@ -67,7 +82,7 @@ pub struct Manifest {
     pub path: PathBuf,
     pub name: String,
     pub control: PathBuf,
-    pub tap: String,
+    pub nic: NicBackend,
     pub nic_mac: u64,
     pub mtu: u32,
     pub shared_ip: u32,
@@ -75,6 +90,29 @@ pub struct Manifest {
     pub gateway: Option<u32>,
     pub network_server: PathBuf,
     pub apps: Vec<App>,
+}
+
+/// What the physical NIC is.
+#[derive(Clone, Debug)]
+pub enum NicBackend {
+    /// A TAP device (needs root or a device made for the user).
+    Tap(String),
+    /// The gateway: a host on the virtual network at `ip` that publishes
+    /// addresses of it on this machine's ports (no root needed).
+    Gateway { ip: u32, forwards: Vec<crate::gateway::Forward> },
+}
+
+impl NicBackend {
+    pub fn describe(&self) -> String {
+        match self {
+            NicBackend::Tap(t) => format!("TAP {t}"),
+            NicBackend::Gateway { ip, forwards } => format!(
+                "gateway {} ({})",
+                ip_string(*ip),
+                forwards.iter().map(|f| format!("{} -> {}:{}", f.listen, ip_string(f.to_ip), f.to_port)).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -176,9 +214,38 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         Some(g) => Some(parse_ip(g).ok_or_else(|| err("gateway", format!("`{g}` is not an IPv4 address")))?),
         None => None,
     };
-    if raw.nic.tap.is_empty() || raw.nic.tap.len() > 15 {
-        return Err(err("nic.tap", format!("`{}` is not a network device name (1 to 15 characters)", raw.nic.tap)));
-    }
+    let nic = match (&raw.nic.tap, &raw.nic.gateway) {
+        (Some(t), None) => {
+            if t.is_empty() || t.len() > 15 {
+                return Err(err("nic.tap", format!("`{t}` is not a network device name (1 to 15 characters)")));
+            }
+            NicBackend::Tap(t.clone())
+        }
+        (None, Some(g)) => {
+            let ip = match &g.address {
+                Some(a) => parse_ip(a).ok_or_else(|| err("nic.gateway.address", format!("`{a}` is not an IPv4 address")))?,
+                None => (shared_ip & !(u32::MAX >> prefix_len.min(31))) | 1,
+            };
+            if ip == shared_ip {
+                return Err(err("nic.gateway.address", "is the shared IP".into()));
+            }
+            if g.forwards.is_empty() {
+                return Err(err("nic.gateway.forwards", "publishes nothing; give at least one {\"listen\": \"127.0.0.1:PORT\", \"to\": \"IP:PORT\"}".into()));
+            }
+            let mut forwards = Vec::new();
+            for (i, f) in g.forwards.iter().enumerate() {
+                let listen: std::net::SocketAddr = f.listen.parse().map_err(|_| err(&format!("nic.gateway.forwards[{i}].listen"), format!("`{}` is not an address:port like 127.0.0.1:8080", f.listen)))?;
+                let (ip, port) = f
+                    .to
+                    .rsplit_once(':')
+                    .and_then(|(ip, port)| Some((parse_ip(ip)?, port.parse::<u16>().ok().filter(|p| *p > 0)?)))
+                    .ok_or_else(|| err(&format!("nic.gateway.forwards[{i}].to"), format!("`{}` is not IP:PORT on the virtual network", f.to)))?;
+                forwards.push(crate::gateway::Forward { listen, to_ip: ip, to_port: port });
+            }
+            NicBackend::Gateway { ip, forwards }
+        }
+        _ => return Err(err("nic", "give exactly one of \"tap\" (a TAP device) or \"gateway\" (ports on this machine, no root)".into())),
+    };
     let nic_mac = match &raw.nic.mac {
         Some(m) => crate::apprun::parse_mac(m).map_err(|e| err("nic.mac", e))?,
         None => 0x0200_0000_0001,
@@ -264,7 +331,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         path: path.to_path_buf(),
         name: raw.name.unwrap_or_else(|| "libretto".into()),
         control: raw.control.map(|c| resolve(&c)).unwrap_or_else(default_control),
-        tap: raw.nic.tap,
+        nic,
         nic_mac,
         mtu,
         shared_ip,
@@ -328,6 +395,9 @@ mod tests {
             (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2","network_server":"ns.wasm"}"#, "shared_ip: `10.0.0.2` is not an address"),
             (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"nope.wasm"}"#, "network_server: "),
             (r#"{"nic":{"tap":"t","speed":1},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm"}"#, "nic.speed: unknown field `speed`"),
+            (r#"{"nic":{},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm"}"#, "nic: give exactly one of"),
+            (r#"{"nic":{"gateway":{"forwards":[{"listen":"127.0.0.1","to":"10.0.0.2:80"}]}},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm"}"#, "nic.gateway.forwards[0].listen: `127.0.0.1` is not"),
+            (r#"{"nic":{"gateway":{"forwards":[{"listen":"127.0.0.1:1","to":"10.0.0.2"}]}},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm"}"#, "nic.gateway.forwards[0].to: `10.0.0.2` is not IP:PORT"),
             (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","ports":{"tcp":[80,"90-80"]}}]}"#, "apps[0].ports.tcp[1]: \"90-80\" is not a port"),
             (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","mode":"fast"}]}"#, "apps[0].mode: `fast`"),
             (r#"{"nic":{"tap":"t"},"shared_ip":"10.0.0.2/24","network_server":"ns.wasm","apps":[{"name":"a","image":"app.wasm","ip":"10.0.0.2/24"}]}"#, "apps[0].ip: is the shared IP"),

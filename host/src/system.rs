@@ -9,9 +9,10 @@ use crate::apprun::{prepare, spawn_counted, Outcome};
 use crate::bindings::exports::libretto::net::server::{Exit, GuestIndices as ServerIndices};
 use crate::engine;
 use crate::link::LinkSlot;
-use crate::manifest::{ip_string, Manifest};
+use crate::gateway::Gateway;
+use crate::manifest::{ip_string, Manifest, NicBackend};
 use crate::portmap::{PortPolicy, Portmap};
-use crate::ring::Notify;
+use crate::ring::{Notify, Ring};
 use crate::state::{Ctx, HostCounters, PortmapGrant};
 use crate::switch::{NicInfo, Port, Switch};
 use crate::tap::{Tap, TapStats};
@@ -133,8 +134,23 @@ pub fn run(m: Manifest) -> Result<i32, String> {
 
     let portmap = Arc::new(Portmap::new());
     let switch = Switch::new(NicInfo { mac: m.nic_mac, mtu: m.mtu, shared_ip: m.shared_ip, prefix_len: m.prefix_len }, portmap.clone(), 4096);
-    let (tap, from_device, to_device) = Tap::open_rings(&m.tap, switch.server_notify(), 4096)?;
-    switch.attach_nic(from_device, to_device);
+    // The NIC: a TAP device, or the gateway to this machine's ports.
+    let mut gateway = None;
+    let mut tap = None;
+    match &m.nic {
+        NicBackend::Tap(name) => {
+            let (t, from_device, to_device) = Tap::open_rings(name, switch.server_notify(), 4096)?;
+            switch.attach_nic(from_device, to_device);
+            tap = Some(t);
+        }
+        NicBackend::Gateway { ip, forwards } => {
+            let gw_notify = Notify::new();
+            let from_gw = Ring::new("gateway->switch", 4096, switch.server_notify());
+            let to_gw = Ring::new("switch->gateway", 4096, gw_notify.clone());
+            switch.attach_nic(from_gw.clone(), to_gw.clone());
+            gateway = Some(Gateway::start(m.nic_mac ^ 0x0000_0000_00ff, *ip, m.prefix_len, m.mtu, forwards.clone(), to_gw, from_gw, gw_notify)?);
+        }
+    }
 
     let server = Arc::new(ServerState { status: Mutex::new(Status::Starting), restarts: AtomicU64::new(0), stop: AtomicBool::new(false), last_stats: Mutex::new(Vec::new()) });
     let server_thread = {
@@ -175,14 +191,15 @@ pub fn run(m: Manifest) -> Result<i32, String> {
     log(&format!(
         "{}: NIC {} ({}), shared IP {}/{}, {} app(s); control socket {}",
         m.name,
-        m.tap,
+        m.nic.describe(),
         crate::ctl::mac_string(m.nic_mac),
         ip_string(m.shared_ip),
         m.prefix_len,
         apps.len(),
         m.control.display()
     ));
-    let system = Arc::new(System { manifest: m.clone(), switch: switch.clone(), apps, server: server.clone(), tap: tap.stats.clone(), started: Instant::now() });
+    let tap_stats = tap.as_ref().map(|t| t.stats.clone()).unwrap_or_default();
+    let system = Arc::new(System { manifest: m.clone(), switch: switch.clone(), apps, server: server.clone(), tap: tap_stats, started: Instant::now() });
     let ctl = crate::ctl::serve(system.clone())?;
 
     // Watch the apps: record how each ended (its ports were freed when its Store went).
@@ -236,6 +253,7 @@ pub fn run(m: Manifest) -> Result<i32, String> {
     }
     ctl.stop();
     drop(tap);
+    drop(gateway);
     Ok(0)
 }
 
