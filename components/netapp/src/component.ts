@@ -15,11 +15,12 @@
  * (both SHA-256s kept by the host) and fails if not.
  *
  * Addressing: ip=A.B.C.D/LEN (required), gateway=A.B.C.D. For tests,
- * crash-after-ms=N makes the component trap N ms after it starts.
+ * crash-after-ms=N makes the component trap N ms after it starts;
+ * profile=1 logs where the link loop spends its time, per frame.
  */
 import * as link from '../../lib/link.ts';
 import { u64 } from '../../lib/abi.ts';
-import { args, HostStore, hostPlatform, log, runLink } from '../../tcp-stack/src/component/platform.ts';
+import { args, HostStore, hostPlatform, log, profile, runLink } from '../../tcp-stack/src/component/platform.ts';
 import { defaultConfig, Stack, type TcpListener, type UdpSocket } from '../../tcp-stack/src/stack.ts';
 import type { TcpConnection } from '../../tcp-stack/src/socket/tcp.ts';
 import { ipToString, parseIp } from '../../tcp-stack/src/wire/ipv4.ts';
@@ -76,6 +77,7 @@ function run(): { tag: 'stopped' } | { tag: 'failed'; val: string } {
   if (one('sndbuf')) cfg.tcp.sndBuf = Number(one('sndbuf'));
   const s = (stack = new Stack(cfg, hostPlatform));
   const seed = Number(one('seed') ?? '1');
+  profile.on = one('profile') === '1';
 
   const listeners: [TcpListener, Served['kind']][] = [];
   try {

@@ -171,6 +171,15 @@ export class Stack implements TcpEnv {
   private readonly arpPending = new Map<number, ArpPending>();
   private ipIdent: number;
   private readonly secret: Uint32Array;
+  /**
+   * Connections with something to do this turn: a segment arrived, the
+   * application read or wrote, or they were just made. `poll` runs these,
+   * and every connection only when the earliest timer (`horizon`) is due,
+   * so a turn costs what is active, not what is open.
+   */
+  private readonly touched = new Set<TcpConnection>();
+  /** No connection's timer is due before this (host ns). */
+  private horizon = 0;
   private challengeWindowStart = 0;
   private challengeCount = 0;
   /** Scratch space for headers (Ethernet + IPv4 + TCP with options). */
@@ -242,8 +251,12 @@ export class Stack implements TcpEnv {
     this.arp.delete(ip);
     this.arp.set(ip, { mac, expires: this.now + this.cfg.arpTimeoutMs * MS });
     if (this.arpPending.delete(ip)) {
-      // Connections waiting for this hop can go now.
-      for (const c of this.connections.values()) if (c.unresolvedHop) c.unresolvedHop = false;
+      // Connections waiting for this hop can go now: run them this turn.
+      const viaGateway = ip === this.cfg.gateway;
+      for (const c of this.connections.values()) {
+        if (c.unresolvedHop) c.unresolvedHop = false;
+        if (viaGateway || c.ends.remoteIp === ip) this.touched.add(c);
+      }
       this.count('arp.resolved');
     }
   }
@@ -406,6 +419,7 @@ export class Stack implements TcpEnv {
     l.synReceived.add(conn);
     this.connections.set(connKey(src, h.srcPort, l.port), conn);
     conn.acceptSyn(seg, this);
+    this.noteTimers(conn);
     this.count('tcp.syn-received');
   }
 
@@ -417,7 +431,15 @@ export class Stack implements TcpEnv {
       if (conn.state === 'CLOSED') conn.listener = null;
     }
     this.out.dirty.add(conn);
+    this.touched.add(conn);
+    this.noteTimers(conn);
     if (conn.state === 'CLOSED') this.forget(conn, key);
+  }
+
+  /** Keep the timer horizon no later than `conn`'s next deadline. */
+  private noteTimers(conn: TcpConnection): void {
+    const d = conn.nextDeadline();
+    if (d < this.horizon) this.horizon = d;
   }
 
   /** <SEQ=SEG.ACK><CTL=RST>, or <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. */
@@ -542,7 +564,10 @@ export class Stack implements TcpEnv {
 
   private newConnection(ends: TcpConnection['ends']): TcpConnection {
     const c = this.config;
-    return new TcpConnection(ends, this.platform.newStore(c.sndBuf), this.platform.newStore(c.rcvBuf), this.isn(ends), this.platform.random32(), c);
+    const conn = new TcpConnection(ends, this.platform.newStore(c.sndBuf), this.platform.newStore(c.rcvBuf), this.isn(ends), this.platform.random32(), c);
+    conn.touched = this.touched;
+    this.touched.add(conn);
+    return conn;
   }
 
   /** RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey). */
@@ -625,6 +650,7 @@ export class Stack implements TcpEnv {
     this.connections.set(key, conn);
     conn.connect(this);
     this.out.dirty.add(conn);
+    this.noteTimers(conn);
     return conn;
   }
 
@@ -716,20 +742,30 @@ export class Stack implements TcpEnv {
     }
   }
 
-  /** After the transmit batch went out: free acknowledged send data. */
+  /** After the transmit batch went out: free acknowledged send data (of the connections touched this turn). */
   releaseAcked(): void {
-    for (const c of this.connections.values()) c.releaseAcked();
+    for (const c of this.touched) c.releaseAcked();
+    this.touched.clear();
   }
 
-  /** Run due timers and let every connection send what it may. */
+  /**
+   * Run due timers and let connections send what they may: the touched
+   * ones, or all of them when the earliest timer is due.
+   */
   poll(): void {
-    for (const [key, c] of this.connections) {
+    const all = this.now >= this.horizon;
+    if (all) this.horizon = NEVER;
+    const list = all ? [...this.connections.values()] : [...this.touched];
+    for (const c of list) {
       const before = c.state;
       c.poll(this);
+      if (all) this.touched.add(c);
       if (c.state === 'CLOSED') {
         const l = c.listener as TcpListener | null;
         if (l && before === 'SYN-RECEIVED') l.synReceived.delete(c);
-        this.forget(c, key);
+        this.forget(c, connKey(c.ends.remoteIp, c.ends.remotePort, c.ends.localPort));
+      } else {
+        this.noteTimers(c);
       }
     }
     // ARP retries for hops that connections still wait on.
@@ -740,8 +776,7 @@ export class Stack implements TcpEnv {
 
   /** When `poll` is next due (host ns; Infinity if nothing is scheduled). */
   nextDeadline(): number {
-    let d = NEVER;
-    for (const c of this.connections.values()) d = Math.min(d, c.nextDeadline());
+    let d = this.touched.size > 0 ? this.now : this.horizon;
     for (const p of this.arpPending.values()) if (p.tries < this.cfg.arpRetries) d = Math.min(d, p.nextTry);
     return d;
   }

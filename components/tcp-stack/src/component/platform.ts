@@ -160,7 +160,11 @@ export function linkTurn(stack: Stack, maxBatch: number, ids: number[], app: () 
  * `app` returns true (done). Each turn: receive a batch, place payload,
  * make it readable, run the application, run timers, send, release.
  */
+/** Time spent per phase of the link loop, when profiling (arg profile=1). */
+export const profile = { on: false, turns: 0, frames: 0, recv: 0, receive: 0, place: 0, app: 0, poll: 0, send: 0, release: 0, wait: 0 };
+
 export function runLink(stack: Stack, app: () => boolean): 'stopped' | 'done' {
+  if (profile.on) return runLinkProfiled(stack, app);
   const info = link.info();
   const out = stack.out;
   const ids: number[] = [];
@@ -187,6 +191,68 @@ export function runLink(stack: Stack, app: () => boolean): 'stopped' | 'done' {
       const now = link.now();
       const deadline = Math.min(stack.nextDeadline(), now + 1e9);
       if (link.wait(Math.max(deadline, now)) === 'stop') return 'stopped';
+    }
+  }
+}
+
+function runLinkProfiled(stack: Stack, app: () => boolean): 'stopped' | 'done' {
+  const info = link.info();
+  const out = stack.out;
+  const ids: number[] = [];
+  const p = profile;
+  for (;;) {
+    let t = link.now();
+    stack.setTime(t);
+    const cur = link.recvCursor(info.maxBatch);
+    let t2 = link.now();
+    p.recv += t2 - t;
+    t = t2;
+    ids.length = 0;
+    while (cur.next()) {
+      ids.push(cur.id);
+      stack.receive({ id: cur.id, len: cur.len, flags: cur.flags, gso: cur.gso, head: cur.head() });
+    }
+    t2 = link.now();
+    p.receive += t2 - t;
+    t = t2;
+    flushPlacements(out.placements);
+    stack.commitTails();
+    t2 = link.now();
+    p.place += t2 - t;
+    t = t2;
+    const done = app();
+    t2 = link.now();
+    p.app += t2 - t;
+    t = t2;
+    stack.poll();
+    flushPlacements(out.placements);
+    stack.commitTails();
+    t2 = link.now();
+    p.poll += t2 - t;
+    t = t2;
+    if (out.tx.count) link.send(out.tx);
+    t2 = link.now();
+    p.send += t2 - t;
+    t = t2;
+    stack.releaseAcked();
+    if (ids.length) link.release(ids);
+    out.reset();
+    t2 = link.now();
+    p.release += t2 - t;
+    t = t2;
+    p.turns++;
+    p.frames += ids.length;
+    if (done) return 'done';
+    if (ids.length === 0) {
+      const now = link.now();
+      const deadline = Math.min(stack.nextDeadline(), now + 1e9);
+      const w = link.wait(Math.max(deadline, now));
+      p.wait += link.now() - now;
+      if (w === 'stop') return 'stopped';
+    }
+    if (p.turns % 5000 === 0) {
+      const f = (x: number) => (x / Math.max(1, p.frames) / 1000).toFixed(2);
+      log(`profile: ${p.turns} turns, ${p.frames} frames; us per frame: recv ${f(p.recv)} receive ${f(p.receive)} place ${f(p.place)} app ${f(p.app)} poll ${f(p.poll)} send ${f(p.send)} release ${f(p.release)} wait ${f(p.wait)}`);
     }
   }
 }

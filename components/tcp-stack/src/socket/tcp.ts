@@ -170,6 +170,13 @@ export class TcpConnection {
   listener: unknown = null;
   nodelay = false;
   keepalive = false;
+  /** The stack's set of connections with work this turn (see Stack.poll). */
+  touched: Set<TcpConnection> | null = null;
+
+  /** Ask the stack to run this connection at the end of the turn. */
+  touch(): void {
+    this.touched?.add(this);
+  }
 
   // ---- send side (offsets: 0 = our SYN) ----
   iss: number;
@@ -385,6 +392,7 @@ export class TcpConnection {
 
   /** Queue bytes to send; returns how many were taken. */
   write(data: Uint8Array): number {
+    this.touch();
     if (this.finQueued || !this.canSend()) return 0;
     const n = this.sndStore.append(data);
     this.sndBufTail += n;
@@ -393,6 +401,7 @@ export class TcpConnection {
 
   /** Queue bytes spliced from another store (zero copy); returns how many. */
   writeFrom(src: ByteStore, len: number): number {
+    this.touch();
     if (this.finQueued || !this.canSend()) return 0;
     const n = this.sndStore.splice(src, Math.min(len, this.sendRoom()));
     this.sndBufTail += n;
@@ -404,12 +413,15 @@ export class TcpConnection {
    * fill): count them as queued. `n` must not exceed `sendRoom()`.
    */
   appended(n: number): void {
+    this.touch();
     if (this.finQueued) throw new Error('appended after the sending side was shut down');
     this.sndBufTail += n;
   }
 
   /** Move up to `max` received bytes into `dst`'s send store (an echo, zero copy). */
   spliceTo(dst: TcpConnection, max: number): number {
+    this.touch();
+    dst.touch();
     if (dst.finQueued || !dst.canSend()) return 0;
     const n = Math.min(max, this.readable(), dst.sendRoom());
     if (n <= 0) return 0;
@@ -436,6 +448,7 @@ export class TcpConnection {
 
   /** Take up to `max` received bytes. */
   read(max: number): Uint8Array {
+    this.touch();
     const n = Math.min(max, this.readable());
     if (n === 0) return new Uint8Array(0);
     const out = this.rcvStore.read(n);
@@ -446,6 +459,7 @@ export class TcpConnection {
 
   /** Move up to `max` received bytes into another store (zero copy). */
   readInto(dst: ByteStore, max: number): number {
+    this.touch();
     const n = Math.min(max, this.readable());
     if (n === 0) return 0;
     const moved = dst.splice(this.rcvStore, n);
@@ -456,6 +470,7 @@ export class TcpConnection {
 
   /** The owner moved `n` received bytes out of the receive store itself (a host splice). */
   consumed(n: number): void {
+    this.touch();
     if (n > this.readable()) throw new Error(`consumed ${n} of ${this.readable()} readable bytes`);
     this.rcvRead += n;
     if (n > 0) this.noteRead();
@@ -463,6 +478,7 @@ export class TcpConnection {
 
   /** Drop up to `max` received bytes unread (a discard server). */
   discard(max: number): number {
+    this.touch();
     const n = Math.min(max, this.readable());
     if (n === 0) return 0;
     this.rcvRead += n;
@@ -483,6 +499,7 @@ export class TcpConnection {
 
   /** Shut down the sending side: queue a FIN after the data (RFC 9293 3.10.4). */
   shutdownSend(env: TcpEnv): void {
+    this.touch();
     switch (this.state) {
       case 'SYN-SENT':
         this.enterClosed(null);
@@ -1355,6 +1372,7 @@ export class TcpConnection {
   private keepaliveIdle = DEFAULT_CONFIG.keepaliveIdleMs * MS;
 
   setKeepalive(on: boolean, env: TcpEnv): void {
+    this.touch();
     this.keepalive = on;
     this.keepaliveIdle = env.config.keepaliveIdleMs * MS;
     this.keepaliveSent = 0;
@@ -1484,6 +1502,8 @@ export class TcpConnection {
   /** The connection is over; `error` says why if it failed. */
   enterClosed(error: TcpError | null): void {
     this.state = 'CLOSED';
+    // The stack forgets it at the end of the turn.
+    this.touch();
     if (error && !this.error) this.error = error;
     this.rtxDeadline = NEVER;
     this.tlpDeadline = NEVER;
@@ -1497,6 +1517,7 @@ export class TcpConnection {
 
   /** The application closed its handle: a FIN-WAIT-2 wait is now bounded. */
   detach(env: TcpEnv): void {
+    this.touch();
     this.detached = true;
     if (this.state === 'FIN-WAIT-2') this.finWait2Deadline = env.now + env.config.finWait2Ms * MS;
   }
