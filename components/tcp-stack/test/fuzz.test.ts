@@ -1219,7 +1219,7 @@ function fuzz(seed: number, frames: number): FuzzReport {
       const p = connProblem(c);
       if (p) fail(i - 1, kind, f, vf, `a connection is inconsistent: ${p}`);
     }
-    if (b.stack.connections.size > BACKLOG + 2) fail(i - 1, kind, f, vf, `${b.stack.connections.size} connections with a backlog of ${BACKLOG} and 2 established`);
+    if (b.stack.connections.size > BACKLOG + 2) fail(i - 1, kind, f, vf, `${b.stack.connections.size} connections with a backlog of ${BACKLOG} and 2 established: ${[...b.stack.connections.values()].map((c) => c.state + (c.listener ? "(L)" : "")).join(" ")}`);
     if (l.synReceived.size + l.ready.length > BACKLOG) fail(i - 1, kind, f, vf, `listener holds ${l.synReceived.size} half-open and ${l.ready.length} ready with a backlog of ${BACKLOG}`);
   }
   appOn = true;
