@@ -42,7 +42,43 @@ fn drops(arr: &[std::sync::atomic::AtomicU64; 9]) -> Value {
     Value::Object(m)
 }
 
-pub fn answer(sys: &System, cmd: &str) -> Value {
+pub fn answer(sys: &System, line: &str) -> Value {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let cmd = words.first().copied().unwrap_or("");
+    let result = |r: Result<String, String>| match r {
+        Ok(s) => json!({ "ok": s }),
+        Err(e) => json!({ "error": e }),
+    };
+    match (cmd, &words[1..]) {
+        ("switch", [app, mode]) => {
+            let to = match *mode {
+                "direct" => crate::switch::Mode::Direct,
+                "server" => crate::switch::Mode::Server,
+                other => return json!({ "error": format!("mode `{other}`: direct or server") }),
+            };
+            return result(sys.switch_app(app, to));
+        }
+        ("kill", ["network-server"]) => {
+            sys.kill_server();
+            return json!({ "ok": "network server killed; the supervisor restarts it" });
+        }
+        ("fault", ["network-server", f]) => {
+            let fault = match *f {
+                "crash" => crate::switch::Fault::Crash,
+                "hang" => crate::switch::Fault::Hang,
+                other => return json!({ "error": format!("fault `{other}`: crash or hang") }),
+            };
+            sys.switch.control.inject(fault);
+            crate::system::record(&sys.events, sys.started, format!("fault injected into the network server: {f}"));
+            return json!({ "ok": format!("the network server will {f} on its next call") });
+        }
+        ("swap", ["network-server", path]) => return result(sys.swap_server(std::path::Path::new(path))),
+        ("events", []) => {
+            return json!({ "events": sys.events.lock().unwrap().iter().map(|e| json!({ "at_s": e.at_s, "what": e.what })).collect::<Vec<_>>() });
+        }
+        (_, []) => {}
+        _ => return json!({ "error": format!("`{line}`: unknown command or wrong arguments") }),
+    }
     match cmd {
         "apps" => json!({
             "apps": sys.apps.iter().map(|a| json!({
@@ -51,12 +87,15 @@ pub fn answer(sys: &System, cmd: &str) -> Value {
                 "ip": ip_string(a.ip.unwrap_or(sys.manifest.shared_ip)),
                 "shared_ip": a.ip.is_none(),
                 "mac": mac_string(a.port.mac),
-                "mode": "server",
+                "mode": if *a.mode.lock().unwrap() == crate::switch::Mode::Direct { "direct" } else { "server" },
+                "direct_nic": a.direct.as_ref().map(|d| d.tap.name.clone()),
+                "switches": load(&a.switches),
                 "status": a.status.lock().unwrap().text(),
             })).collect::<Vec<_>>(),
             "network_server": {
                 "status": sys.server.status.lock().unwrap().text(),
                 "restarts": load(&sys.server.restarts),
+                "build": sys.server.current.lock().unwrap().1.clone(),
             },
         }),
         "stats" => {
@@ -151,13 +190,17 @@ pub fn serve(sys: Arc<System>) -> Result<CtlServer, String> {
                     return;
                 }
                 let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut line = String::new();
-                if BufReader::new(&conn).read_line(&mut line).is_err() {
-                    continue;
-                }
-                let reply = answer(&sys, line.trim());
-                let _ = writeln!(conn, "{reply}");
+                // A swap takes seconds: answer each client on its own thread.
+                let sys = sys.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut line = String::new();
+                    if BufReader::new(&conn).read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let reply = answer(&sys, line.trim());
+                    let _ = writeln!(conn, "{reply}");
+                });
             }
         })
         .map_err(|e| e.to_string())?;
@@ -204,6 +247,11 @@ fn table(cmd: &str, v: &Value) -> String {
                 s["drops"], s["consumed"], s["built"], s["flooded"], s["leaked"], s["invalid"]
             ));
         }
+        "events" => {
+            for e in v["events"].as_array().into_iter().flatten() {
+                out.push_str(&format!("{:>10.3} s  {}\n", e["at_s"].as_f64().unwrap_or(0.0), t(&e["what"])));
+            }
+        }
         "portmap" => {
             out.push_str(&format!("shared IP {}\n{:<5} {:>5}  {}\n", v["shared_ip"].as_str().unwrap_or(""), "proto", "port", "app"));
             for e in v["entries"].as_array().into_iter().flatten() {
@@ -219,7 +267,7 @@ fn table(cmd: &str, v: &Value) -> String {
 pub fn main(args: &[String]) -> i32 {
     let mut socket: Option<PathBuf> = None;
     let mut as_json = false;
-    let mut cmd: Option<String> = None;
+    let mut cmd: Vec<String> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -245,8 +293,8 @@ pub fn main(args: &[String]) -> i32 {
                 as_json = true;
                 i += 1;
             }
-            c if !c.starts_with("--") && cmd.is_none() => {
-                cmd = Some(c.to_string());
+            c if !c.starts_with("--") => {
+                cmd.push(c.to_string());
                 i += 1;
             }
             other => {
@@ -255,14 +303,27 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     }
-    let Some(cmd) = cmd else {
-        eprintln!("libretto ctl: usage: libretto ctl [--socket PATH | --manifest FILE] [--json] apps|stats|portmap");
-        return 2;
-    };
-    if !["apps", "stats", "portmap"].contains(&cmd.as_str()) {
-        eprintln!("libretto ctl: unknown command `{cmd}` (apps, stats, portmap)");
+    const USAGE: &str = "usage: libretto ctl [--socket PATH | --manifest FILE] [--json] COMMAND
+  apps | stats | portmap | events
+  switch APP direct|server
+  kill network-server
+  fault network-server crash|hang
+  swap network-server FILE.wasm";
+    let known = matches!(
+        cmd.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["apps"] | ["stats"] | ["portmap"] | ["events"] | ["switch", _, _] | ["kill", "network-server"] | ["fault", "network-server", _] | ["swap", "network-server", _]
+    );
+    if !known {
+        eprintln!("libretto ctl: unknown command `{}`\n{USAGE}", cmd.join(" "));
         return 2;
     }
+    // A swap names a file: send its absolute path.
+    if cmd[0] == "swap" {
+        if let Ok(p) = std::fs::canonicalize(&cmd[2]) {
+            cmd[2] = p.display().to_string();
+        }
+    }
+    let cmd = cmd.join(" ");
     let path = socket.unwrap_or_else(|| {
         if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
             PathBuf::from(d).join("libretto.sock")
@@ -278,7 +339,7 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     if writeln!(conn, "{cmd}").is_err() {
         eprintln!("libretto ctl: the system at {} closed the connection", path.display());
         return 2;
@@ -297,8 +358,13 @@ pub fn main(args: &[String]) -> i32 {
     };
     if as_json {
         println!("{v}");
+    } else if let Some(e) = v.get("error") {
+        eprintln!("libretto ctl: {}", t(e));
+        return 1;
+    } else if let Some(ok) = v.get("ok") {
+        println!("{}", t(ok));
     } else {
         print!("{}", table(&cmd, &v));
     }
-    0
+    if v.get("error").is_some() { 1 } else { 0 }
 }

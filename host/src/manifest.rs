@@ -54,6 +54,7 @@ struct RawApp {
     mac: Option<String>,
     #[serde(default = "server_mode")]
     mode: String,
+    direct: Option<RawDirect>,
     #[serde(default)]
     ports: RawPorts,
     #[serde(default)]
@@ -66,6 +67,12 @@ fn shared() -> String {
 
 fn server_mode() -> String {
     "server".into()
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawDirect {
+    tap: String,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -122,7 +129,10 @@ pub struct App {
     /// A dedicated address, or None for the shared IP.
     pub ip: Option<(u32, u8)>,
     pub mac: u64,
+    /// Start in direct mode.
     pub direct: bool,
+    /// The app's own NIC for direct mode (a TAP device on the same segment).
+    pub direct_tap: Option<String>,
     pub tcp: Vec<RangeInclusive<u16>>,
     pub udp: Vec<RangeInclusive<u16>>,
     pub args: Vec<(String, String)>,
@@ -299,6 +309,18 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             "direct" => true,
             other => return Err(err(&field("mode"), format!("`{other}`: \"server\" or \"direct\""))),
         };
+        let direct_tap = match &a.direct {
+            Some(d) if ip.is_none() => {
+                let _ = d;
+                return Err(err(&field("direct"), "only an app with its own IP and MAC can go direct (apps on the shared IP share the NIC's MAC)".into()));
+            }
+            Some(d) if d.tap.is_empty() || d.tap.len() > 15 => return Err(err(&field("direct.tap"), format!("`{}` is not a network device name", d.tap))),
+            Some(d) => Some(d.tap.clone()),
+            None => None,
+        };
+        if direct && direct_tap.is_none() {
+            return Err(err(&field("mode"), "\"direct\" needs a NIC of the app's own: \"direct\": {\"tap\": \"NAME\"}".into()));
+        }
         let mut ranges = |list: &[serde_json::Value], proto: &str| -> Result<Vec<RangeInclusive<u16>>, String> {
             list.iter()
                 .enumerate()
@@ -323,7 +345,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             }
             args.push((k.clone(), v));
         }
-        apps.push(App { name: a.name.clone(), image, ip, mac, direct, tcp, udp, args });
+        apps.push(App { name: a.name.clone(), image, ip, mac, direct, direct_tap, tcp, udp, args });
     }
     // Grants may overlap (two apps allowed the ephemeral range, say): the
     // portmap gives a port to the first that binds it and refuses the next.

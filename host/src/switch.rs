@@ -14,7 +14,7 @@ use crate::link::{HeldFrames, LinkInfo};
 use crate::portmap::{Portmap, Proto};
 use crate::ring::{Frame, Notify, Ring, Wake};
 use crate::state::{deadline_instant, now_ns, wake_to_wit, Ctx};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use wasmtime::Result;
 
@@ -53,7 +53,8 @@ pub struct Port {
     pub mac: u64,
     /// A dedicated IP, if the app has one.
     pub ip: Option<u32>,
-    pub mode: Mode,
+    /// Direct (true) or through the server (false); the dynamic switch flips it.
+    direct: AtomicBool,
     pub to_server: Arc<Ring>,
     pub from_server: Arc<Ring>,
     pub stats: PortStats,
@@ -88,6 +89,49 @@ pub struct Switch {
     pub flooded: AtomicU64,
     rr: AtomicUsize,
     ring_frames: usize,
+    pub control: ServerControl,
+}
+
+impl Port {
+    pub fn mode(&self) -> Mode {
+        if self.direct.load(Ordering::SeqCst) { Mode::Direct } else { Mode::Server }
+    }
+}
+
+/// Faults a test can ask for (`ctl fault network-server ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// The server's next call into the host traps.
+    Crash,
+    /// The server's next `recv` never returns: it stops making progress,
+    /// as a server stuck in a loop would, until the watchdog kills it.
+    Hang,
+}
+
+/// What the supervisor and the watchdog know of the running server.
+#[derive(Default)]
+pub struct ServerControl {
+    /// Bumped on every call the server makes into the host.
+    pub heartbeat: AtomicU64,
+    /// The server is blocked in `wait` (idle, not hung).
+    pub in_wait: AtomicBool,
+    /// Kill the running instance: its next host call, or its next epoch
+    /// check, traps.
+    pub kill: AtomicBool,
+    /// Ask the running instance to stop (a swap): its next `wait` says so.
+    pub stop: AtomicBool,
+    fault: std::sync::Mutex<Option<Fault>>,
+}
+
+impl ServerControl {
+    pub fn inject(&self, f: Fault) {
+        *self.fault.lock().unwrap() = Some(f);
+    }
+
+    fn take_fault(&self) -> Fault {
+        self.fault.lock().unwrap().take().unwrap_or(Fault::None)
+    }
 }
 
 impl Switch {
@@ -106,6 +150,7 @@ impl Switch {
             flooded: AtomicU64::new(0),
             rr: AtomicUsize::new(0),
             ring_frames,
+            control: ServerControl::default(),
         })
     }
 
@@ -122,7 +167,7 @@ impl Switch {
             name: "nic".into(),
             mac: self.nic.mac,
             ip: None,
-            mode: Mode::Server,
+            direct: AtomicBool::new(false),
             to_server: from_device,
             from_server: to_device,
             stats: PortStats::default(),
@@ -135,7 +180,7 @@ impl Switch {
     pub fn attach_app(&self, id: u32, name: &str, mac: u64, ip: Option<u32>, app_notify: Arc<Notify>) -> (Arc<Port>, crate::link::LinkSlot) {
         let to_server = Ring::new(format!("{name}->server"), self.ring_frames, self.server_notify());
         let from_server = Ring::new(format!("server->{name}"), self.ring_frames, app_notify.clone());
-        let port = Port { id, name: name.to_string(), mac, ip, mode: Mode::Server, to_server: to_server.clone(), from_server: from_server.clone(), stats: PortStats::default() };
+        let port = Port { id, name: name.to_string(), mac, ip, direct: AtomicBool::new(false), to_server: to_server.clone(), from_server: from_server.clone(), stats: PortStats::default() };
         let port = self.add(port);
         let mut info = LinkInfo::virtual_link(mac);
         info.mtu = self.nic.mtu;
@@ -153,6 +198,32 @@ impl Switch {
         drop(ports);
         self.server_notify().notify();
         port
+    }
+
+    /// Move a port between server and direct mode (the dynamic switch).
+    pub fn set_mode(&self, id: u32, mode: Mode) {
+        if let Some(p) = self.port(id) {
+            p.direct.store(mode == Mode::Direct, Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.server_notify().notify();
+        }
+    }
+
+    /// Put frames the server held back at the front of their ports' rings,
+    /// in order (the server crashed or stopped with them): none is lost.
+    pub fn requeue(&self, held: Vec<(Frame, u32)>) -> usize {
+        let n = held.len();
+        let ports = self.ports();
+        for p in &ports {
+            let mine: Vec<Frame> = held.iter().filter(|(_, o)| *o == p.id).map(|(f, _)| f.clone()).collect();
+            if !mine.is_empty() {
+                p.to_server.unpop_front(mine);
+            }
+        }
+        if n > 0 {
+            self.server_notify().notify();
+        }
+        n
     }
 
     pub fn remove(&self, id: u32) {
@@ -196,6 +267,18 @@ impl Ctx {
         self.switch.as_ref().ok_or_else(|| wasmtime::format_err!("component `{}` is not the network server", self.name))
     }
 
+    /// Every call from the server: count it as progress, and trap if the
+    /// server is being killed or a crash was injected.
+    fn beat(&self) -> Result<()> {
+        let sw = self.switch()?;
+        let c = &sw.control;
+        c.heartbeat.fetch_add(1, Ordering::Relaxed);
+        if c.kill.load(Ordering::SeqCst) {
+            wasmtime::bail!("the network server was killed by the host");
+        }
+        Ok(())
+    }
+
     /// Frames the server still holds go back to the pool, counted.
     fn release_leaked(&mut self) {
         let ids = self.server_held.ids();
@@ -235,7 +318,7 @@ impl wit_rings::Host for Ctx {
                 name: p.name.clone(),
                 mac: p.mac,
                 ip: p.ip.map(ip_tuple),
-                mode: match p.mode {
+                mode: match p.mode() {
                     Mode::Server => wit_rings::Mode::Server,
                     Mode::Direct => wit_rings::Mode::Direct,
                 },
@@ -248,7 +331,19 @@ impl wit_rings::Host for Ctx {
     }
 
     fn recv(&mut self, max: u32) -> Result<Vec<u8>> {
+        self.beat()?;
         let sw = self.switch()?.clone();
+        match sw.control.take_fault() {
+            Fault::None => {}
+            Fault::Crash => wasmtime::bail!("crash injected by `ctl fault network-server crash`"),
+            Fault::Hang => {
+                // Stop making progress until the watchdog kills us.
+                while !sw.control.kill.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                wasmtime::bail!("hung (injected by `ctl fault network-server hang`) and killed by the watchdog");
+            }
+        }
         let ports = sw.ports();
         let mut budget = (max as usize).min(256).min(self.server_held.room());
         let mut out = Vec::new();
@@ -298,6 +393,7 @@ impl wit_rings::Host for Ctx {
     }
 
     fn forward(&mut self, routes: Vec<u8>) -> Result<wit_rings::MoveReport> {
+        self.beat()?;
         let sw = self.switch()?.clone();
         let ports = sw.ports();
         let mut per_port: Vec<Vec<Frame>> = vec![Vec::new(); ports.len()];
@@ -316,7 +412,7 @@ impl wit_rings::Host for Ctx {
             if dest == FLOOD {
                 sw.flooded.fetch_add(1, Ordering::Relaxed);
                 for (i, p) in ports.iter().enumerate() {
-                    if p.id != origin && p.mode == Mode::Server {
+                    if p.id != origin && p.mode() == Mode::Server {
                         per_port[i].push(frame.clone());
                     }
                 }
@@ -351,6 +447,7 @@ impl wit_rings::Host for Ctx {
     }
 
     fn send(&mut self, frames: Vec<u8>) -> Result<wit_rings::MoveReport> {
+        self.beat()?;
         let sw = self.switch()?.clone();
         let ports = sw.ports();
         let mut per_port: Vec<Vec<Frame>> = vec![Vec::new(); ports.len()];
@@ -388,12 +485,23 @@ impl wit_rings::Host for Ctx {
     }
 
     fn wait(&mut self, deadline_ns: u64) -> Result<wit_types::WakeReason> {
+        self.beat()?;
         self.release_leaked();
         let sw = self.switch()?.clone();
+        let c = &sw.control;
+        if c.stop.load(Ordering::SeqCst) {
+            return Ok(wit_types::WakeReason::Stop);
+        }
         let notify = sw.server_notify();
         let deadline = deadline_instant(deadline_ns);
-        let w = notify.wait_until(deadline, || sw.ports().iter().any(|p| !p.to_server.is_empty()));
-        Ok(wake_to_wit(if w == Wake::Stop { Wake::Stop } else { w }))
+        c.in_wait.store(true, Ordering::SeqCst);
+        let w = notify.wait_until(deadline, || c.stop.load(Ordering::SeqCst) || c.kill.load(Ordering::SeqCst) || sw.ports().iter().any(|p| !p.to_server.is_empty()));
+        c.in_wait.store(false, Ordering::SeqCst);
+        self.beat()?;
+        if c.stop.load(Ordering::SeqCst) {
+            return Ok(wit_types::WakeReason::Stop);
+        }
+        Ok(wake_to_wit(w))
     }
 
     fn now(&mut self) -> Result<u64> {

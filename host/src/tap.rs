@@ -39,6 +39,8 @@ pub struct TapStats {
     pub rx_bad_checksum: AtomicU64,
     pub rx_bad_header: AtomicU64,
     pub rx_ring_full: AtomicU64,
+    /// Frames read while the device was not the app's link (server mode).
+    pub rx_inactive: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_errors: AtomicU64,
@@ -106,23 +108,32 @@ impl Tap {
     /// Attach to (or create) TAP device `name`; returns the ring of frames
     /// from the device (waking `rx_consumer`) and the ring of frames to it.
     pub fn open_rings(name: &str, rx_consumer: Arc<Notify>, ring_frames: usize) -> Result<(Tap, Arc<Ring>, Arc<Ring>), String> {
+        let rx = Ring::new(format!("{name}-rx"), ring_frames, rx_consumer);
+        let (tap, tx) = Tap::open_into(name, rx.clone(), Arc::new(AtomicBool::new(true)), ring_frames)?;
+        Ok((tap, rx, tx))
+    }
+
+    /// Attach to TAP device `name`, delivering what it receives into `rx`
+    /// while `active` is set (an app's own NIC for direct mode: its receive
+    /// ring is the app's, shared with the switch). Returns the ring of
+    /// frames to the device.
+    pub fn open_into(name: &str, rx: Arc<Ring>, active: Arc<AtomicBool>, ring_frames: usize) -> Result<(Tap, Arc<Ring>), String> {
         let fd = Arc::new(open_tap(name)?);
         let stats = Arc::new(TapStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tx_notify = Notify::new();
-        let rx = Ring::new(format!("{name}-rx"), ring_frames, rx_consumer);
         let tx = Ring::new(format!("{name}-tx"), ring_frames, tx_notify.clone());
-        let (rx_out, tx_out) = (rx.clone(), tx.clone());
+        let tx_out = tx.clone();
         let mut threads = Vec::new();
         {
             let (fd, stats, stop) = (fd.clone(), stats.clone(), stop.clone());
-            threads.push(std::thread::Builder::new().name(format!("{name}-reader")).spawn(move || reader(&fd, &rx, &stats, &stop)).map_err(|e| e.to_string())?);
+            threads.push(std::thread::Builder::new().name(format!("{name}-reader")).spawn(move || reader(&fd, &rx, &active, &stats, &stop)).map_err(|e| e.to_string())?);
         }
         {
             let (fd, stats, stop, n) = (fd.clone(), stats.clone(), stop.clone(), tx_notify.clone());
             threads.push(std::thread::Builder::new().name(format!("{name}-writer")).spawn(move || writer(&fd, &tx, &n, &stats, &stop)).map_err(|e| e.to_string())?);
         }
-        Ok((Tap { name: name.to_string(), stats, stop, tx_notify, threads }, rx_out, tx_out))
+        Ok((Tap { name: name.to_string(), stats, stop, tx_notify, threads }, tx_out))
     }
 
     pub fn close(&mut self) {
@@ -140,7 +151,7 @@ impl Drop for Tap {
     }
 }
 
-fn reader(fd: &OwnedFd, rx: &Ring, stats: &TapStats, stop: &AtomicBool) {
+fn reader(fd: &OwnedFd, rx: &Ring, active: &AtomicBool, stats: &TapStats, stop: &AtomicBool) {
     let mut buf = vec![0u8; VNET_LEN + 65550];
     let mut batch = Vec::with_capacity(64);
     while !stop.load(Ordering::SeqCst) {
@@ -186,6 +197,11 @@ fn reader(fd: &OwnedFd, rx: &Ring, stats: &TapStats, stop: &AtomicBool) {
             if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
                 break;
             }
+        }
+        if !active.load(Ordering::SeqCst) {
+            stats.rx_inactive.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+            continue;
         }
         let n = batch.len();
         let pushed = rx.push_batch(batch.drain(..));
