@@ -19,6 +19,30 @@ struct Raw {
     network_server: String,
     #[serde(default)]
     apps: Vec<RawApp>,
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    direct_above_pps: u64,
+    server_below_pps: u64,
+    max_direct: Option<u32>,
+    interval_ms: Option<u64>,
+    min_dwell_ms: Option<u64>,
+}
+
+/// Automatic switching (docs/MANIFEST.md): an app with a NIC of its own
+/// goes direct above a packet rate and back to the server below another,
+/// with at most `max_direct` apps direct and at least `min_dwell_ms` in a
+/// mode between switches.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub direct_above_pps: u64,
+    pub server_below_pps: u64,
+    pub max_direct: u32,
+    pub interval_ms: u64,
+    pub min_dwell_ms: u64,
 }
 
 #[derive(Deserialize, Debug)]
@@ -97,6 +121,7 @@ pub struct Manifest {
     pub gateway: Option<u32>,
     pub network_server: PathBuf,
     pub apps: Vec<App>,
+    pub policy: Option<Policy>,
 }
 
 /// What the physical NIC is.
@@ -321,7 +346,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         if direct && direct_tap.is_none() {
             return Err(err(&field("mode"), "\"direct\" needs a NIC of the app's own: \"direct\": {\"tap\": \"NAME\"}".into()));
         }
-        let mut ranges = |list: &[serde_json::Value], proto: &str| -> Result<Vec<RangeInclusive<u16>>, String> {
+        let ranges = |list: &[serde_json::Value], proto: &str| -> Result<Vec<RangeInclusive<u16>>, String> {
             list.iter()
                 .enumerate()
                 .map(|(j, v)| parse_port_item(v).ok_or_else(|| err(&field(&format!("ports.{proto}[{j}]")), format!("{v} is not a port (1-65535) or a range \"A-B\""))))
@@ -349,6 +374,22 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
     }
     // Grants may overlap (two apps allowed the ephemeral range, say): the
     // portmap gives a port to the first that binds it and refuses the next.
+    let policy = match &raw.policy {
+        None => None,
+        Some(p) => {
+            if p.server_below_pps >= p.direct_above_pps {
+                return Err(err("policy.server_below_pps", format!("{} must be below direct_above_pps ({}), or apps would flap", p.server_below_pps, p.direct_above_pps)));
+            }
+            let interval_ms = p.interval_ms.unwrap_or(500);
+            if !(50..=60_000).contains(&interval_ms) {
+                return Err(err("policy.interval_ms", format!("{interval_ms}: from 50 to 60000")));
+            }
+            if !apps.iter().any(|a| a.direct_tap.is_some()) {
+                return Err(err("policy", "no app has a NIC of its own (\"direct\": {\"tap\": ...}), so there is nothing to switch".into()));
+            }
+            Some(Policy { direct_above_pps: p.direct_above_pps, server_below_pps: p.server_below_pps, max_direct: p.max_direct.unwrap_or(u32::MAX), interval_ms, min_dwell_ms: p.min_dwell_ms.unwrap_or(2000) })
+        }
+    };
     Ok(Manifest {
         path: path.to_path_buf(),
         name: raw.name.unwrap_or_else(|| "libretto".into()),
@@ -361,6 +402,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         gateway,
         network_server,
         apps,
+        policy,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::bindings::libretto::net::{nic as wit_nic, portmap_lookup as wit_looku
 use crate::codec::{vnet_decode, vnet_encode, VNET_LEN};
 use crate::link::{HeldFrames, LinkInfo};
 use crate::portmap::{Portmap, Proto};
-use crate::ring::{Frame, Notify, Ring, Wake};
+use crate::ring::{Frame, Notify, Ring};
 use crate::state::{deadline_instant, now_ns, wake_to_wit, Ctx};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

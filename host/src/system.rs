@@ -213,6 +213,46 @@ fn supervise_server(switch: Arc<Switch>, state: Arc<ServerState>, events: Arc<Mu
     }
 }
 
+/// Automatic switching: sample each switchable app's packet rate and move
+/// it by the manifest's policy. Every switch is logged as an event.
+fn apply_policy(sys: Arc<System>, p: crate::manifest::Policy) {
+    let interval = Duration::from_millis(p.interval_ms);
+    let mut last: Vec<u64> = sys.apps.iter().map(|a| a.counters.rx_frames.load(Ordering::Relaxed) + a.counters.tx_frames.load(Ordering::Relaxed)).collect();
+    let mut since: Vec<Instant> = sys.apps.iter().map(|_| Instant::now()).collect();
+    while !sys.server.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(interval);
+        let direct_now = sys.apps.iter().filter(|a| *a.mode.lock().unwrap() == Mode::Direct).count() as u32;
+        let mut direct_count = direct_now;
+        for (i, a) in sys.apps.iter().enumerate() {
+            let total = a.counters.rx_frames.load(Ordering::Relaxed) + a.counters.tx_frames.load(Ordering::Relaxed);
+            let pps = (total - last[i]) as f64 / interval.as_secs_f64();
+            last[i] = total;
+            if a.direct.is_none() || since[i].elapsed() < Duration::from_millis(p.min_dwell_ms) {
+                continue;
+            }
+            let mode = *a.mode.lock().unwrap();
+            let to = if mode == Mode::Server && pps > p.direct_above_pps as f64 && direct_count < p.max_direct {
+                Some(Mode::Direct)
+            } else if mode == Mode::Direct && pps < p.server_below_pps as f64 {
+                Some(Mode::Server)
+            } else {
+                None
+            };
+            if let Some(to) = to {
+                record(&sys.events, sys.started, format!("policy: app `{}` at {pps:.0} packets/s", a.name));
+                if sys.switch_app(&a.name, to).is_ok() {
+                    since[i] = Instant::now();
+                    if to == Mode::Direct {
+                        direct_count += 1;
+                    } else {
+                        direct_count -= 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The watchdog: a server that is not waiting and has made no call into
 /// the host for `hang` is hung; kill it (the supervisor restarts it).
 fn watchdog(switch: Arc<Switch>, state: Arc<ServerState>, hang: Duration, events: Arc<Mutex<std::collections::VecDeque<Event>>>, t0: Instant) {
@@ -440,6 +480,10 @@ pub fn run(m: Manifest) -> Result<i32, String> {
     let tap_stats = tap.as_ref().map(|t| t.stats.clone()).unwrap_or_default();
     let system = Arc::new(System { manifest: m.clone(), switch: switch.clone(), apps, server: server.clone(), tap: tap_stats, started: t0, events: events.clone() });
     let ctl = crate::ctl::serve(system.clone())?;
+    if let Some(p) = m.policy.clone() {
+        let sys = system.clone();
+        std::thread::Builder::new().name("policy".into()).spawn(move || apply_policy(sys, p)).map_err(|e| e.to_string())?;
+    }
 
     // Watch the apps: record how each ended (its ports were freed when its Store went).
     let watcher = {
