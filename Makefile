@@ -59,6 +59,7 @@ bench: setup build components images
 	@bin/libretto bench --components build/components --out bench/results
 	@$(NODE) bench/stack.mjs
 	@$(NODE) bench/system.mjs
+	@$(NODE) bench/switch.mjs
 
 clean:
 	rm -rf build/components build/bundles bin/libretto
