@@ -9,7 +9,7 @@ CARGO ?= cargo
 HOST_BIN := host/target/release/libretto
 STAMP := build/.stamps
 
-.PHONY: all setup components images build run test bench clean help
+.PHONY: all setup components images build run test bench clean help image run-guest
 
 all: build components images
 
@@ -21,6 +21,9 @@ help:
 	@echo "make build       build the host into bin/libretto"
 	@echo "make bench       call and ring costs on both JS engines; as root also"
 	@echo "                 the TCP/IP stack over TAP beside Linux over veth"
+	@echo "make image       the guest image: Debian's kernel + an initramfs with the host,"
+	@echo "                 precompiled components and a manifest (xen-host/README.md)"
+	@echo "make run-guest   boot the guest image under QEMU (NVMe drive, NICs on TAP; root)"
 	@echo "make clean       remove build outputs (keeps the component cache)"
 
 # npm packages, pinned by package-lock.json; reinstalled when it changes.
@@ -60,6 +63,14 @@ bench: setup build components images
 	@$(NODE) bench/stack.mjs
 	@$(NODE) bench/system.mjs
 	@$(NODE) bench/switch.mjs
+
+# The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
+image: setup build components images
+	@echo "== guest image"
+	@bash xen-host/build-image.sh
+
+run-guest: image
+	@bash xen-host/run-guest.sh
 
 clean:
 	rm -rf build/components build/bundles bin/libretto

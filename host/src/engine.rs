@@ -20,6 +20,17 @@ use wasmtime::{Config, Engine};
 /// Epoch ticks per second; a Store's deadline counts in these.
 pub const EPOCH_HZ: u64 = 100;
 
+/// Compile for a baseline x86-64 CPU (x86-64-v2: SSE4.2, POPCNT,
+/// CMPXCHG16B) instead of this machine's: `.cwasm` files for a guest image,
+/// whose CPU (QEMU's, Xen's) may lack what this one has. A guest loads such
+/// code on any CPU with at least those features. Set before the engine is
+/// first used (`libretto guest precompile`).
+static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn use_portable_code() {
+    PORTABLE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The host's engine: component model on, epoch interruption for hung
 /// components, one per process.
 pub fn engine() -> &'static Engine {
@@ -28,6 +39,14 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if PORTABLE.load(std::sync::atomic::Ordering::SeqCst) {
+            config.target("x86_64-unknown-linux-gnu").expect("x86-64 is a known target");
+            for flag in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_cmpxchg16b"] {
+                // SAFETY: code compiled here runs only where these features
+                // are present (checked again when a guest loads it).
+                unsafe { config.cranelift_flag_enable(flag) };
+            }
+        }
         let engine = Engine::new(&config).expect("the engine configuration is valid");
         let weak = engine.weak();
         std::thread::Builder::new()

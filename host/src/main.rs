@@ -19,9 +19,11 @@ mod ctl;
 mod demo;
 mod engine;
 mod gateway;
+mod guest;
 mod link;
 mod manifest;
 mod netcmd;
+mod packet;
 mod portmap;
 mod ring;
 mod state;
@@ -53,6 +55,8 @@ commands:
        --app COMPONENT [key=value...] --app COMPONENT [key=value...] ...
                                   run apps on an in-memory wire with seeded
                                   loss, duplication, reordering and delay
+  guest run CONFIG | precompile OUT IN | ctl SOCKET COMMAND...
+                                  libretto as a guest image (xen-host/README.md)
   compose -o OUT SOCKET PLUG...   plug the PLUG components' exports into the
                                   SOCKET component's imports, write OUT
   help                            show this";
@@ -111,6 +115,7 @@ fn main() {
             }
         },
         Some("ctl") => ctl::main(&args[1..]),
+        Some("guest") => guest::main(&args[1..]),
         Some("test") => testcmd::main(&args[1..]),
         Some("compile") => {
             let mut code = 0;

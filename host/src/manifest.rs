@@ -49,6 +49,8 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 struct RawNic {
     tap: Option<String>,
+    /// A real network device through AF_PACKET (packet.rs): by name, PCI address or MAC.
+    packet: Option<String>,
     gateway: Option<RawGateway>,
     mac: Option<String>,
     mtu: Option<u32>,
@@ -96,7 +98,9 @@ fn server_mode() -> String {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawDirect {
-    tap: String,
+    tap: Option<String>,
+    /// A real network device through AF_PACKET (packet.rs).
+    packet: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -132,12 +136,17 @@ pub enum NicBackend {
     /// The gateway: a host on the virtual network at `ip` that publishes
     /// addresses of it on this machine's ports (no root needed).
     Gateway { ip: u32, forwards: Vec<crate::gateway::Forward> },
+    /// A real network device (a passed-through NIC in the guest image),
+    /// named by interface name, PCI address or MAC; driven through an
+    /// AF_PACKET socket (packet.rs).
+    Packet(String),
 }
 
 impl NicBackend {
     pub fn describe(&self) -> String {
         match self {
             NicBackend::Tap(t) => format!("TAP {t}"),
+            NicBackend::Packet(d) => format!("device {d} (AF_PACKET)"),
             NicBackend::Gateway { ip, forwards } => format!(
                 "gateway {} ({})",
                 ip_string(*ip),
@@ -156,8 +165,10 @@ pub struct App {
     pub mac: u64,
     /// Start in direct mode.
     pub direct: bool,
-    /// The app's own NIC for direct mode (a TAP device on the same segment).
+    /// The app's own NIC for direct mode (a TAP device on the same segment,
+    /// or a real network device if `direct_packet`).
     pub direct_tap: Option<String>,
+    pub direct_packet: bool,
     pub tcp: Vec<RangeInclusive<u16>>,
     pub udp: Vec<RangeInclusive<u16>>,
     pub args: Vec<(String, String)>,
@@ -250,13 +261,20 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         None => None,
     };
     let nic = match (&raw.nic.tap, &raw.nic.gateway) {
-        (Some(t), None) => {
+        (None, None) if raw.nic.packet.is_some() => {
+            let d = raw.nic.packet.clone().unwrap_or_default();
+            if d.is_empty() || d.len() > 32 {
+                return Err(err("nic.packet", format!("`{d}` is not a network device name, PCI address or MAC")));
+            }
+            NicBackend::Packet(d)
+        }
+        (Some(t), None) if raw.nic.packet.is_none() => {
             if t.is_empty() || t.len() > 15 {
                 return Err(err("nic.tap", format!("`{t}` is not a network device name (1 to 15 characters)")));
             }
             NicBackend::Tap(t.clone())
         }
-        (None, Some(g)) => {
+        (None, Some(g)) if raw.nic.packet.is_none() => {
             let ip = match &g.address {
                 Some(a) => parse_ip(a).ok_or_else(|| err("nic.gateway.address", format!("`{a}` is not an IPv4 address")))?,
                 None => (shared_ip & !(u32::MAX >> prefix_len.min(31))) | 1,
@@ -279,7 +297,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             }
             NicBackend::Gateway { ip, forwards }
         }
-        _ => return Err(err("nic", "give exactly one of \"tap\" (a TAP device) or \"gateway\" (ports on this machine, no root)".into())),
+        _ => return Err(err("nic", "give exactly one of \"tap\" (a TAP device), \"packet\" (a network device: name, PCI address or MAC) or \"gateway\" (ports on this machine, no root)".into())),
     };
     let nic_mac = match &raw.nic.mac {
         Some(m) => crate::apprun::parse_mac(m).map_err(|e| err("nic.mac", e))?,
@@ -334,13 +352,17 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             "direct" => true,
             other => return Err(err(&field("mode"), format!("`{other}`: \"server\" or \"direct\""))),
         };
+        let direct_packet = a.direct.as_ref().is_some_and(|d| d.packet.is_some());
         let direct_tap = match &a.direct {
             Some(d) if ip.is_none() => {
                 let _ = d;
                 return Err(err(&field("direct"), "only an app with its own IP and MAC can go direct (apps on the shared IP share the NIC's MAC)".into()));
             }
-            Some(d) if d.tap.is_empty() || d.tap.len() > 15 => return Err(err(&field("direct.tap"), format!("`{}` is not a network device name", d.tap))),
-            Some(d) => Some(d.tap.clone()),
+            Some(RawDirect { tap: Some(t), packet: None }) if t.is_empty() || t.len() > 15 => return Err(err(&field("direct.tap"), format!("`{t}` is not a network device name"))),
+            Some(RawDirect { tap: Some(t), packet: None }) => Some(t.clone()),
+            Some(RawDirect { tap: None, packet: Some(d) }) if d.is_empty() || d.len() > 32 => return Err(err(&field("direct.packet"), format!("`{d}` is not a network device name, PCI address or MAC"))),
+            Some(RawDirect { tap: None, packet: Some(d) }) => Some(d.clone()),
+            Some(_) => return Err(err(&field("direct"), "give exactly one of \"tap\" or \"packet\"".into())),
             None => None,
         };
         if direct && direct_tap.is_none() {
@@ -370,7 +392,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             }
             args.push((k.clone(), v));
         }
-        apps.push(App { name: a.name.clone(), image, ip, mac, direct, direct_tap, tcp, udp, args });
+        apps.push(App { name: a.name.clone(), image, ip, mac, direct, direct_tap, direct_packet, tcp, udp, args });
     }
     // Grants may overlap (two apps allowed the ephemeral range, say): the
     // portmap gives a port to the first that binds it and refuses the next.

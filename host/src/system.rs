@@ -391,6 +391,11 @@ pub fn run(m: Manifest) -> Result<i32, String> {
             switch.attach_nic(from_device, to_device);
             tap = Some(t);
         }
+        NicBackend::Packet(spec) => {
+            let (t, from_device, to_device) = crate::packet::open_rings(spec, m.mtu, switch.server_notify(), 4096)?;
+            switch.attach_nic(from_device, to_device);
+            tap = Some(t);
+        }
         NicBackend::Gateway { ip, forwards } => {
             let gw_notify = Notify::new();
             let from_gw = Ring::new("gateway->switch", 4096, switch.server_notify());
@@ -430,7 +435,8 @@ pub fn run(m: Manifest) -> Result<i32, String> {
         let direct = match &a.direct_tap {
             Some(name) => {
                 let active = Arc::new(AtomicBool::new(a.direct));
-                let (tap, tx) = Tap::open_into(name, port.from_server.clone(), active.clone(), 4096).map_err(|e| format!("app `{}`: {e}", a.name))?;
+                let opened = if a.direct_packet { crate::packet::open_into(name, m.mtu, port.from_server.clone(), active.clone(), 4096) } else { Tap::open_into(name, port.from_server.clone(), active.clone(), 4096) };
+                let (tap, tx) = opened.map_err(|e| format!("app `{}`: {e}", a.name))?;
                 if a.direct {
                     let info = slot.get().info.clone();
                     slot.rebind(crate::link::LinkPort { info, rx: port.from_server.clone(), tx: tx.clone() });

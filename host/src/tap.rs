@@ -118,7 +118,14 @@ impl Tap {
     /// ring is the app's, shared with the switch). Returns the ring of
     /// frames to the device.
     pub fn open_into(name: &str, rx: Arc<Ring>, active: Arc<AtomicBool>, ring_frames: usize) -> Result<(Tap, Arc<Ring>), String> {
-        let fd = Arc::new(open_tap(name)?);
+        Tap::start(name, open_tap(name)?, rx, active, ring_frames)
+    }
+
+    /// Run the reader and writer threads over `fd`, any file whose reads
+    /// and writes are one frame each behind a virtio-net header: a TAP
+    /// device, or an AF_PACKET socket with PACKET_VNET_HDR (packet.rs).
+    pub fn start(name: &str, fd: OwnedFd, rx: Arc<Ring>, active: Arc<AtomicBool>, ring_frames: usize) -> Result<(Tap, Arc<Ring>), String> {
+        let fd = Arc::new(fd);
         let stats = Arc::new(TapStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tx_notify = Notify::new();
