@@ -66,7 +66,7 @@ pub fn spawn(
     args: Vec<(String, String)>,
     portmap: Option<PortmapGrant>,
 ) -> Result<std::thread::JoinHandle<Outcome>, String> {
-    spawn_counted(name, pre, link, args, portmap, Arc::new(HostCounters::default()))
+    spawn_counted(name, pre, link, args, portmap, Arc::new(HostCounters::default()), None)
 }
 
 /// As `spawn`, with the host's counters for the app kept where the caller
@@ -78,6 +78,7 @@ pub fn spawn_counted(
     args: Vec<(String, String)>,
     portmap: Option<PortmapGrant>,
     counters: Arc<HostCounters>,
+    block: Option<crate::block::wit::BlockGrant>,
 ) -> Result<std::thread::JoinHandle<Outcome>, String> {
     let name = name.to_string();
     let portmap = portmap.unwrap_or_else(|| PortmapGrant { map: Arc::new(Portmap::new()), app: 1, policy: PortPolicy::any() });
@@ -89,6 +90,7 @@ pub fn spawn_counted(
             ctx.args = args;
             ctx.portmap = Some(portmap);
             ctx.counters = counters;
+            ctx.block = block;
             let mut store = engine::new_store(ctx);
             let instance = match pre.instantiate(&mut store) {
                 Ok(i) => i,

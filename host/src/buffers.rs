@@ -187,6 +187,17 @@ impl ByteQueue {
         out
     }
 
+    /// Move up to `max` bytes from `head` into `dst` at `offset` (a socket's
+    /// bytes to a block buffer). Nothing moves if the range does not fit.
+    pub fn read_into(&self, dst: &Buffer, offset: u32, max: u32) -> Result<u32, BufError> {
+        if offset as u64 + max as u64 > dst.len() as u64 {
+            return Err(BufError::OutOfRange);
+        }
+        let bytes = self.read(max);
+        dst.write(offset, &bytes)?;
+        Ok(bytes.len() as u32)
+    }
+
     /// Copy `len` readable bytes from stream offset `at` to `out`.
     pub fn copy_range(&self, at: u64, len: u32, out: &mut Vec<u8>) -> Result<(), BufError> {
         let s = self.inner.lock().unwrap();

@@ -58,6 +58,42 @@ pub fn answer(sys: &System, line: &str) -> Value {
             };
             return result(sys.switch_app(app, to));
         }
+        ("switch", [app, mode, "block"]) => {
+            let to = match *mode {
+                "direct" => crate::block::service::Mode::Direct,
+                "server" => crate::block::service::Mode::Server,
+                other => return json!({ "error": format!("mode `{other}`: direct or server") }),
+            };
+            return result(sys.switch_block(app, to));
+        }
+        ("switch", [app, mode, "net"]) => return answer(sys, &format!("switch {app} {mode}")),
+        ("kill", ["block-server"]) => {
+            return match sys.block_server() {
+                Ok(k) => {
+                    crate::supervise::kill(k.as_ref(), &sys.events, sys.started);
+                    json!({ "ok": "block server killed; the supervisor restarts it" })
+                }
+                Err(e) => json!({ "error": e }),
+            };
+        }
+        ("fault", ["block-server", f]) => {
+            let fault = match *f {
+                "crash" => crate::supervise::Fault::Crash,
+                "hang" => crate::supervise::Fault::Hang,
+                other => return json!({ "error": format!("fault `{other}`: crash or hang") }),
+            };
+            return match sys.block_server() {
+                Ok(k) => {
+                    k.control().inject(fault);
+                    crate::system::record(&sys.events, sys.started, format!("fault injected into the block server: {f}"));
+                    json!({ "ok": format!("the block server will {f} when it next takes requests") })
+                }
+                Err(e) => json!({ "error": e }),
+            };
+        }
+        ("swap", ["block-server", path]) => {
+            return result(sys.block.as_ref().and_then(|b| b.server.as_ref()).ok_or_else(|| "this system has no block server".to_string()).and_then(|(st, k)| crate::supervise::swap(k.as_ref(), st, std::path::Path::new(path))));
+        }
         ("kill", ["network-server"]) => {
             sys.kill_server();
             return json!({ "ok": "network server killed; the supervisor restarts it" });
@@ -97,6 +133,11 @@ pub fn answer(sys: &System, line: &str) -> Value {
                 "restarts": load(&sys.server.restarts),
                 "build": sys.server.current.lock().unwrap().1.clone(),
             },
+            "block_server": sys.block.as_ref().and_then(|b| b.server.as_ref()).map(|(st, _)| json!({
+                "status": st.status.lock().unwrap().text(),
+                "restarts": load(&st.restarts),
+                "build": st.current.lock().unwrap().1.clone(),
+            })),
         }),
         "stats" => {
             let sw = &sys.switch;
@@ -130,6 +171,7 @@ pub fn answer(sys: &System, line: &str) -> Value {
                     "tx_invalid": load(&a.counters.tx_invalid),
                     "tx_ring_full": load(&a.counters.tx_full),
                 })).collect::<Vec<_>>(),
+                "block": sys.block.as_ref().map(block_stats),
                 "nic": {
                     "rx_frames": load(&sys.tap.rx_frames),
                     "rx_bytes": load(&sys.tap.rx_bytes),
@@ -153,6 +195,41 @@ pub fn answer(sys: &System, line: &str) -> Value {
         }
         other => json!({ "error": format!("unknown command `{other}` (apps, stats, portmap)") }),
     }
+}
+
+/// The block service: the device, each app's queue, and the block
+/// server's own counters as it last reported them.
+fn block_stats(b: &crate::system::BlockSystem) -> Value {
+    let svc = &b.service;
+    let (inbox, at_server, on_device) = svc.census();
+    let mut server = serde_json::Map::new();
+    for (k, v) in svc.server_report.lock().unwrap().iter() {
+        server.insert(k.clone(), json!(v));
+    }
+    json!({
+        "device": {
+            "block_size": svc.info.block_size,
+            "blocks": svc.info.blocks,
+            "queue_depth": svc.info.queue_depth,
+            "volatile_write_cache": svc.info.volatile_write_cache,
+            "counters": svc.device.stats().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
+        },
+        "commands": { "inbox": inbox, "at_server": at_server, "on_device": on_device },
+        "requeued": load(&svc.stats.requeued),
+        "bad_forward": load(&svc.stats.bad_forward),
+        "apps": b.apps.iter().map(|(name, q)| json!({
+            "name": name,
+            "mode": if q.mode() == crate::block::service::Mode::Direct { "direct" } else { "server" },
+            "inflight": q.inflight(),
+            "submitted": load(&q.stats.submitted),
+            "completed": load(&q.stats.completed),
+            "errors": load(&q.stats.errors),
+            "queue_full": load(&q.stats.queue_full),
+            "via_server": load(&q.stats.via_server),
+            "direct": load(&q.stats.direct),
+        })).collect::<Vec<_>>(),
+        "server": server,
+    })
 }
 
 pub struct CtlServer {
@@ -225,6 +302,9 @@ fn table(cmd: &str, v: &Value) -> String {
                 out.push_str(&format!("{:<16} {:>4} {:<20} {:<18} {:<7} {}\n", t(&a["name"]), t(&a["port"]), ip, t(&a["mac"]), t(&a["mode"]), t(&a["status"])));
             }
             out.push_str(&format!("network server: {} ({} restarts)\n", v["network_server"]["status"].as_str().unwrap_or(""), v["network_server"]["restarts"]));
+            if v["block_server"].is_object() {
+                out.push_str(&format!("block server: {} ({} restarts)\n", v["block_server"]["status"].as_str().unwrap_or(""), v["block_server"]["restarts"]));
+            }
         }
         "stats" => {
             out.push_str(&format!("{:<14} {:>10} {:>14} {:>10} {:>14} {:>6}  {}\n", "port", "in frames", "in bytes", "out frames", "out bytes", "full", "drops by reason"));
@@ -246,6 +326,23 @@ fn table(cmd: &str, v: &Value) -> String {
                 "server: drops {} consumed {} built {} flooded {} leaked {} invalid {}\n",
                 s["drops"], s["consumed"], s["built"], s["flooded"], s["leaked"], s["invalid"]
             ));
+            let b = &v["block"];
+            if b.is_object() {
+                let d = &b["device"];
+                out.push_str(&format!("block device: {} blocks of {} bytes, queue depth {}; {}\n", d["blocks"], d["block_size"], d["queue_depth"], d["counters"]));
+                let c = &b["commands"];
+                out.push_str(&format!("block commands: {} waiting for the server, {} at the server, {} on the device; requeued {}, refused forwards {}\n", c["inbox"], c["at_server"], c["on_device"], b["requeued"], b["bad_forward"]));
+                out.push_str(&format!("{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n", "block app", "mode", "inflight", "submitted", "completed", "errors", "queue full", "via server", "direct"));
+                for a in b["apps"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n",
+                        t(&a["name"]), t(&a["mode"]), t(&a["inflight"]), t(&a["submitted"]), t(&a["completed"]), t(&a["errors"]), t(&a["queue_full"]), t(&a["via_server"]), t(&a["direct"])
+                    ));
+                }
+                if let Some(m) = b["server"].as_object().filter(|m| !m.is_empty()) {
+                    out.push_str(&format!("block server: {}\n", m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")));
+                }
+            }
         }
         "events" => {
             for e in v["events"].as_array().into_iter().flatten() {
@@ -305,13 +402,13 @@ pub fn main(args: &[String]) -> i32 {
     }
     const USAGE: &str = "usage: libretto ctl [--socket PATH | --manifest FILE] [--json] COMMAND
   apps | stats | portmap | events
-  switch APP direct|server
-  kill network-server
-  fault network-server crash|hang
-  swap network-server FILE.wasm";
+  switch APP direct|server [net|block]   (net unless block is named)
+  kill network-server|block-server
+  fault network-server|block-server crash|hang
+  swap network-server|block-server FILE.wasm";
     let known = matches!(
         cmd.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
-        ["apps"] | ["stats"] | ["portmap"] | ["events"] | ["switch", _, _] | ["kill", "network-server"] | ["fault", "network-server", _] | ["swap", "network-server", _]
+        ["apps"] | ["stats"] | ["portmap"] | ["events"] | ["switch", _, _] | ["switch", _, _, "net" | "block"] | ["kill", "network-server" | "block-server"] | ["fault", "network-server" | "block-server", _] | ["swap", "network-server" | "block-server", _]
     );
     if !known {
         eprintln!("libretto ctl: unknown command `{}`\n{USAGE}", cmd.join(" "));

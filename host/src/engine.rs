@@ -76,6 +76,9 @@ pub fn linker() -> wasmtime::Result<Linker<Ctx>> {
     bindings::libretto::net::nic::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::net::rings::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::net::portmap_lookup::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
+    bindings::libretto::block::types::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
+    bindings::libretto::block::queue::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
+    bindings::libretto::block::requests::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::system::bench_host::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::system::probe_types::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
     bindings::libretto::system::probe_host::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;

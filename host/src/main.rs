@@ -12,6 +12,7 @@
 mod apprun;
 mod bench;
 mod bindings;
+mod block;
 mod buffers;
 mod codec;
 mod compose;
@@ -27,6 +28,7 @@ mod packet;
 mod portmap;
 mod ring;
 mod state;
+mod supervise;
 mod switch;
 mod system;
 mod tap;

@@ -20,6 +20,85 @@ struct Raw {
     #[serde(default)]
     apps: Vec<RawApp>,
     policy: Option<RawPolicy>,
+    block: Option<RawBlock>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    device: String,
+    size: Option<serde_json::Value>,
+    server: Option<String>,
+    direct_io: Option<bool>,
+    queue_depth: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawAppBlock {
+    namespaces: Vec<RawNamespace>,
+    #[serde(default = "server_mode")]
+    mode: String,
+    queue_depth: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    nsid: Option<u32>,
+    offset: Option<serde_json::Value>,
+    size: serde_json::Value,
+    block_size: Option<u32>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// The shared block device and the block server (docs/MANIFEST.md).
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub device: PathBuf,
+    /// Make the file this size if it does not exist.
+    pub create_size: Option<u64>,
+    pub server: Option<PathBuf>,
+    pub direct_io: bool,
+    pub queue_depth: u32,
+}
+
+/// A namespace of the shared device, in bytes (checked against the
+/// device's block size when it is opened).
+#[derive(Clone, Debug)]
+pub struct NamespaceSpec {
+    pub nsid: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub block_size: u32,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AppBlockSpec {
+    pub namespaces: Vec<NamespaceSpec>,
+    pub direct: bool,
+    pub queue_depth: u32,
+}
+
+/// A size: a number of bytes, or a string like "4096", "512K", "128M", "2G".
+pub fn parse_size(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, mul) = match s.char_indices().last()? {
+                (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
+                (i, 'M' | 'm') => (&s[..i], 1 << 20),
+                (i, 'G' | 'g') => (&s[..i], 1 << 30),
+                (i, 'T' | 't') => (&s[..i], 1 << 40),
+                _ => (s, 1),
+            };
+            num.parse::<u64>().ok()?.checked_mul(mul)
+        }
+        _ => None,
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -85,6 +164,7 @@ struct RawApp {
     ports: RawPorts,
     #[serde(default)]
     args: BTreeMap<String, serde_json::Value>,
+    block: Option<RawAppBlock>,
 }
 
 fn shared() -> String {
@@ -126,6 +206,7 @@ pub struct Manifest {
     pub network_server: PathBuf,
     pub apps: Vec<App>,
     pub policy: Option<Policy>,
+    pub block: Option<Block>,
 }
 
 /// What the physical NIC is.
@@ -172,6 +253,8 @@ pub struct App {
     pub tcp: Vec<RangeInclusive<u16>>,
     pub udp: Vec<RangeInclusive<u16>>,
     pub args: Vec<(String, String)>,
+    /// Namespaces of the shared block device, if the app has any.
+    pub block: Option<AppBlockSpec>,
 }
 
 pub fn parse_ip(s: &str) -> Option<u32> {
@@ -392,7 +475,52 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             }
             args.push((k.clone(), v));
         }
-        apps.push(App { name: a.name.clone(), image, ip, mac, direct, direct_tap, direct_packet, tcp, udp, args });
+        let block = match &a.block {
+            None => None,
+            Some(b) => {
+                if raw.block.is_none() {
+                    return Err(err(&field("block"), "the manifest has no \"block\" device to give namespaces of".into()));
+                }
+                let direct = match b.mode.as_str() {
+                    "server" => false,
+                    "direct" => true,
+                    other => return Err(err(&field("block.mode"), format!("`{other}`: \"server\" or \"direct\""))),
+                };
+                if b.namespaces.is_empty() {
+                    return Err(err(&field("block.namespaces"), "is empty; give at least one {\"size\": \"64M\"}".into()));
+                }
+                let queue_depth = b.queue_depth.unwrap_or(128);
+                if !(1..=4096).contains(&queue_depth) {
+                    return Err(err(&field("block.queue_depth"), format!("{queue_depth}: from 1 to 4096")));
+                }
+                let mut nss: Vec<NamespaceSpec> = Vec::new();
+                for (j, n) in b.namespaces.iter().enumerate() {
+                    let nf = |f: &str| field(&format!("block.namespaces[{j}].{f}"));
+                    let nsid = n.nsid.unwrap_or(j as u32 + 1);
+                    if nsid == 0 || nsid == u32::MAX || nss.iter().any(|x| x.nsid == nsid) {
+                        return Err(err(&nf("nsid"), format!("{nsid}: namespace ids are unique, from 1")));
+                    }
+                    let block_size = n.block_size.unwrap_or(512);
+                    if block_size != 512 && block_size != 4096 {
+                        return Err(err(&nf("block_size"), format!("{block_size}: 512 or 4096")));
+                    }
+                    let size = parse_size(&n.size).ok_or_else(|| err(&nf("size"), format!("{} is not a size like \"64M\"", n.size)))?;
+                    let offset = match &n.offset {
+                        Some(o) => parse_size(o).ok_or_else(|| err(&nf("offset"), format!("{o} is not a size like \"64M\"")))?,
+                        None => 0,
+                    };
+                    if size == 0 || size % block_size as u64 != 0 {
+                        return Err(err(&nf("size"), format!("{size} bytes is not a positive multiple of the block size {block_size}")));
+                    }
+                    if offset % 4096 != 0 {
+                        return Err(err(&nf("offset"), format!("{offset} is not a multiple of 4096")));
+                    }
+                    nss.push(NamespaceSpec { nsid, offset, size, block_size, read_only: n.read_only });
+                }
+                Some(AppBlockSpec { namespaces: nss, direct, queue_depth })
+            }
+        };
+        apps.push(App { name: a.name.clone(), image, ip, mac, direct, direct_tap, direct_packet, tcp, udp, args, block });
     }
     // Grants may overlap (two apps allowed the ephemeral range, say): the
     // portmap gives a port to the first that binds it and refuses the next.
@@ -412,6 +540,52 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             Some(Policy { direct_above_pps: p.direct_above_pps, server_below_pps: p.server_below_pps, max_direct: p.max_direct.unwrap_or(u32::MAX), interval_ms, min_dwell_ms: p.min_dwell_ms.unwrap_or(2000) })
         }
     };
+    let block = match &raw.block {
+        None => None,
+        Some(b) => {
+            if b.device.is_empty() {
+                return Err(err("block.device", "is empty; give a file or a block device".into()));
+            }
+            let device = resolve(&b.device);
+            let create_size = match &b.size {
+                Some(v) => Some(parse_size(v).filter(|n| *n > 0 && n % 4096 == 0).ok_or_else(|| err("block.size", format!("{v} is not a size like \"256M\" (a multiple of 4096)")))?),
+                None => None,
+            };
+            if create_size.is_none() && !device.exists() {
+                return Err(err("block.device", format!("{}: no such file (give \"size\" to have it made)", device.display())));
+            }
+            let server = match &b.server {
+                Some(p) => {
+                    let p = resolve(p);
+                    if !p.exists() {
+                        return Err(err("block.server", format!("{}: no such file", p.display())));
+                    }
+                    Some(p)
+                }
+                None => None,
+            };
+            let queue_depth = b.queue_depth.unwrap_or(64);
+            if !(1..=4096).contains(&queue_depth) {
+                return Err(err("block.queue_depth", format!("{queue_depth}: from 1 to 4096")));
+            }
+            if server.is_none() {
+                if let Some((i, _)) = apps.iter().enumerate().find(|(_, a)| a.block.as_ref().is_some_and(|b| !b.direct)) {
+                    return Err(err(&format!("apps[{i}].block.mode"), "\"server\" needs a block server: give \"block\": {\"server\": \"…/block-server.wasm\"}".into()));
+                }
+            }
+            // Writable namespaces of different apps must not overlap.
+            let all: Vec<(usize, &NamespaceSpec)> = apps.iter().enumerate().flat_map(|(i, a)| a.block.iter().flat_map(move |b| b.namespaces.iter().map(move |n| (i, n)))).collect();
+            for (x, (i, a)) in all.iter().enumerate() {
+                for (j, b) in all.iter().skip(x + 1) {
+                    let overlap = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+                    if overlap && (!a.read_only || !b.read_only) {
+                        return Err(err(&format!("apps[{j}].block.namespaces"), format!("nsid {} overlaps nsid {} of app `{}` and one of them is writable", b.nsid, a.nsid, apps[*i].name)));
+                    }
+                }
+            }
+            Some(Block { device, create_size, server, direct_io: b.direct_io.unwrap_or(true), queue_depth })
+        }
+    };
     Ok(Manifest {
         path: path.to_path_buf(),
         name: raw.name.unwrap_or_else(|| "libretto".into()),
@@ -425,6 +599,7 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
         network_server,
         apps,
         policy,
+        block,
     })
 }
 

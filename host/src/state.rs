@@ -62,6 +62,10 @@ pub struct Ctx {
     pub switch: Option<Arc<crate::switch::Switch>>,
     /// Frames the network server holds, with the port each came from.
     pub server_held: crate::switch::ServerHeld,
+    /// The app's block queue, if the manifest gives it namespaces.
+    pub block: Option<crate::block::wit::BlockGrant>,
+    /// The block service, for the block server.
+    pub block_server: Option<crate::block::wit::BlockServerGrant>,
 }
 
 impl Ctx {
@@ -79,6 +83,8 @@ impl Ctx {
             log: Arc::new(|name: &str, line: &str| eprintln!("[{name}] {line}")),
             switch: None,
             server_held: crate::link::HeldFrames::new(4096),
+            block: None,
+            block_server: None,
         }
     }
 
@@ -169,6 +175,10 @@ impl wit_buffers::HostByteQueue for Ctx {
     }
     fn release(&mut self, q: Resource<ByteQueue>, to: u64) -> Result<Result<(), wit_buffers::BufferError>> {
         Ok(self.table.get(&q)?.release(to).map_err(buf_err))
+    }
+    fn read_into(&mut self, q: Resource<ByteQueue>, dst: Resource<Buffer>, offset: u32, max: u32) -> Result<Result<u32, wit_buffers::BufferError>> {
+        let dst = self.table.get(&dst)?.clone();
+        Ok(self.table.get(&q)?.read_into(&dst, offset, max).map_err(buf_err))
     }
     fn append_buffer(&mut self, q: Resource<ByteQueue>, src: Resource<Buffer>, offset: u32, len: u32) -> Result<Result<u32, wit_buffers::BufferError>> {
         let b = self.table.get(&src)?.clone();
@@ -346,7 +356,9 @@ impl wit_link::Host for Ctx {
     fn wait(&mut self, deadline_ns: u64) -> Result<wit_types::WakeReason> {
         let slot = self.link()?.clone();
         let deadline = deadline_instant(deadline_ns);
-        let w = slot.notify.wait_until(deadline, || !slot.get().rx.is_empty());
+        // Block completions wake the app too: its stack waits here for both.
+        let block = self.block.as_ref().map(|g| g.app.clone());
+        let w = slot.notify.wait_until(deadline, || !slot.get().rx.is_empty() || block.as_ref().is_some_and(|b| b.pending() > 0));
         Ok(wake_to_wit(w))
     }
 
@@ -413,7 +425,8 @@ impl crate::bindings::libretto::io::host::Host for Ctx {
     fn stopping(&mut self) -> Result<bool> {
         let link = self.link.as_ref().map(|l| l.notify.stopping()).unwrap_or(false);
         let server = self.switch.as_ref().map(|s| s.server_notify().stopping()).unwrap_or(false);
-        Ok(link || server)
+        let block = self.block_server.as_ref().map(|b| b.control.stop.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or(false);
+        Ok(link || server || block)
     }
     fn random(&mut self, len: u32) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len.min(4096) as usize];

@@ -98,41 +98,7 @@ impl Port {
     }
 }
 
-/// Faults a test can ask for (`ctl fault network-server ...`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    None,
-    /// The server's next call into the host traps.
-    Crash,
-    /// The server's next `recv` never returns: it stops making progress,
-    /// as a server stuck in a loop would, until the watchdog kills it.
-    Hang,
-}
-
-/// What the supervisor and the watchdog know of the running server.
-#[derive(Default)]
-pub struct ServerControl {
-    /// Bumped on every call the server makes into the host.
-    pub heartbeat: AtomicU64,
-    /// The server is blocked in `wait` (idle, not hung).
-    pub in_wait: AtomicBool,
-    /// Kill the running instance: its next host call, or its next epoch
-    /// check, traps.
-    pub kill: AtomicBool,
-    /// Ask the running instance to stop (a swap): its next `wait` says so.
-    pub stop: AtomicBool,
-    fault: std::sync::Mutex<Option<Fault>>,
-}
-
-impl ServerControl {
-    pub fn inject(&self, f: Fault) {
-        *self.fault.lock().unwrap() = Some(f);
-    }
-
-    fn take_fault(&self) -> Fault {
-        self.fault.lock().unwrap().take().unwrap_or(Fault::None)
-    }
-}
+pub use crate::supervise::{Fault, ServerControl};
 
 impl Switch {
     pub fn new(nic: NicInfo, portmap: Arc<Portmap>, ring_frames: usize) -> Arc<Switch> {
@@ -270,13 +236,7 @@ impl Ctx {
     /// Every call from the server: count it as progress, and trap if the
     /// server is being killed or a crash was injected.
     fn beat(&self) -> Result<()> {
-        let sw = self.switch()?;
-        let c = &sw.control;
-        c.heartbeat.fetch_add(1, Ordering::Relaxed);
-        if c.kill.load(Ordering::SeqCst) {
-            wasmtime::bail!("the network server was killed by the host");
-        }
-        Ok(())
+        self.switch()?.control.beat("network server")
     }
 
     /// Frames the server still holds go back to the pool, counted.
@@ -333,17 +293,7 @@ impl wit_rings::Host for Ctx {
     fn recv(&mut self, max: u32) -> Result<Vec<u8>> {
         self.beat()?;
         let sw = self.switch()?.clone();
-        match sw.control.take_fault() {
-            Fault::None => {}
-            Fault::Crash => wasmtime::bail!("crash injected by `ctl fault network-server crash`"),
-            Fault::Hang => {
-                // Stop making progress until the watchdog kills us.
-                while !sw.control.kill.load(Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                wasmtime::bail!("hung (injected by `ctl fault network-server hang`) and killed by the watchdog");
-            }
-        }
+        sw.control.fault("network server")?;
         let ports = sw.ports();
         let mut budget = (max as usize).min(256).min(self.server_held.room());
         let mut out = Vec::new();

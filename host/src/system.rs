@@ -6,7 +6,7 @@
 //! control socket answers `libretto ctl`. SIGINT or SIGTERM stops it all.
 
 use crate::apprun::{prepare, spawn_counted, Outcome};
-use crate::bindings::exports::libretto::net::server::{Exit, GuestIndices as ServerIndices};
+use crate::bindings::exports::libretto::net::server::Exit;
 use crate::engine;
 use crate::link::LinkSlot;
 use crate::gateway::Gateway;
@@ -14,6 +14,7 @@ use crate::manifest::{ip_string, Manifest, NicBackend};
 use crate::portmap::{PortPolicy, Portmap};
 use crate::ring::{Notify, Ring};
 use crate::state::{Ctx, HostCounters, PortmapGrant};
+use crate::supervise::{self, ServerControl, ServerState, Supervised};
 use crate::switch::{Mode, NicInfo, Port, Switch};
 use crate::tap::{Tap, TapStats};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,20 +80,13 @@ pub fn gratuitous_arp(mac: u64, ip: u32) -> crate::ring::Frame {
     crate::ring::Frame { data: d, offload: crate::ring::Offload { csum_valid: true, ..Default::default() } }
 }
 
-pub struct ServerState {
-    pub status: Mutex<Status>,
-    pub restarts: AtomicU64,
-    /// The system is shutting down.
-    pub stop: AtomicBool,
-    pub last_stats: Mutex<Vec<(String, u64)>>,
-    /// The build that runs (and is restarted), and the file it came from.
-    pub current: Mutex<(Arc<wasmtime::component::InstancePre<Ctx>>, String)>,
-    /// A swap asked for and not yet done: the new build and its file.
-    pub pending: Mutex<Option<(Arc<wasmtime::component::InstancePre<Ctx>>, String)>>,
-    /// How the last swap ended, for `ctl swap` to report.
-    pub swap_result: Mutex<Option<Result<String, String>>>,
-    /// When the running instance started (for the watchdog and `ctl`).
-    pub started_at: Mutex<Instant>,
+/// The block service of a running system.
+pub struct BlockSystem {
+    pub service: Arc<crate::block::service::BlockService>,
+    /// The block server, if there is one (apps may all be direct).
+    pub server: Option<(Arc<ServerState>, Arc<dyn Supervised>)>,
+    /// Each app's queue, by app name.
+    pub apps: Vec<(String, Arc<crate::block::service::AppBlock>)>,
 }
 
 /// One thing that happened, for `ctl events`.
@@ -106,6 +100,9 @@ pub struct System {
     pub switch: Arc<Switch>,
     pub apps: Vec<Arc<AppState>>,
     pub server: Arc<ServerState>,
+    pub net_server: Arc<dyn Supervised>,
+    /// The block service and its server, if the manifest has a device.
+    pub block: Option<BlockSystem>,
     pub tap: Arc<TapStats>,
     pub started: Instant,
     pub events: Arc<Mutex<std::collections::VecDeque<Event>>>,
@@ -125,91 +122,47 @@ fn log(line: &str) {
     eprintln!("libretto: {line}");
 }
 
-/// Run the network server until the system stops: restart it with
-/// back-off when it traps, fails or is killed; replace it when a swap is
-/// asked for, and roll back to the old build if the new one fails within
-/// its first seconds. Frames a dead instance held go back to their rings.
-fn supervise_server(switch: Arc<Switch>, state: Arc<ServerState>, events: Arc<Mutex<std::collections::VecDeque<Event>>>, t0: Instant) {
-    let mut backoff = Duration::from_millis(50);
-    // The build to fall back to if a swapped-in one fails early.
-    let mut fallback: Option<(Arc<wasmtime::component::InstancePre<Ctx>>, String)> = None;
-    loop {
-        if state.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let (pre, path) = state.current.lock().unwrap().clone();
+/// The network server, as the supervisor sees it.
+pub struct NetServer {
+    pub switch: Arc<Switch>,
+}
+
+impl Supervised for NetServer {
+    fn what(&self) -> &'static str {
+        "network server"
+    }
+    fn control(&self) -> &ServerControl {
+        &self.switch.control
+    }
+    fn wake(&self) {
+        self.switch.server_notify().notify();
+    }
+    fn ctx(&self) -> Ctx {
         let mut ctx = Ctx::new("network-server");
-        ctx.switch = Some(switch.clone());
-        let mut store = engine::new_store(ctx);
-        // Epoch checks: a killed instance traps even in a loop of its own.
-        let sw = switch.clone();
-        store.epoch_deadline_callback(move |_| {
-            if sw.control.kill.load(Ordering::SeqCst) {
-                wasmtime::bail!("the network server was killed by the host");
-            }
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        });
-        engine::set_deadline(&mut store, 0);
-        store.set_epoch_deadline(1);
-        switch.control.kill.store(false, Ordering::SeqCst);
-        switch.control.stop.store(false, Ordering::SeqCst);
-        *state.started_at.lock().unwrap() = Instant::now();
-        let started = Instant::now();
-        *state.status.lock().unwrap() = Status::Running;
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|i| ServerIndices::new(&pre)?.load(&mut store, &i))
-            .and_then(|s| s.call_run(&mut store));
-        // Nothing the instance held is lost.
+        ctx.switch = Some(self.switch.clone());
+        ctx
+    }
+    fn recover(&self, ctx: &mut Ctx) -> String {
         let held: Vec<_> = {
-            let h = &mut store.data_mut().server_held;
+            let h = &mut ctx.server_held;
             h.ids().into_iter().filter_map(|id| h.take(id)).collect()
         };
-        let requeued = switch.requeue(held);
-        drop(store);
-        let ran = started.elapsed();
-        let swap = state.pending.lock().unwrap().take();
-        match (&result, swap) {
-            (Ok(Exit::Stopped), Some(next)) => {
-                // A swap: the old instance stopped cleanly; start the new build.
-                record(&events, t0, format!("network server: swapping {path} for {} ({requeued} held frames requeued)", next.1));
-                fallback = Some((pre.clone(), path.clone()));
-                *state.current.lock().unwrap() = next;
-                backoff = Duration::from_millis(50);
-                continue;
-            }
-            (Ok(Exit::Stopped), None) => {
-                *state.status.lock().unwrap() = Status::Exited("stopped".into());
-                return;
-            }
-            _ => {}
+        format!("{} held frames requeued", self.switch.requeue(held))
+    }
+    fn check_swap(&self, component: &wasmtime::component::Component, path: &std::path::Path) -> Result<(), String> {
+        if !engine::exports_instance(component, "libretto:net/control@0.1.0") {
+            return Err(format!("{}: not a network server (no libretto:net/control export)", path.display()));
         }
-        let why = match result {
-            Ok(Exit::Failed(why)) => format!("failed: {why}"),
-            Err(e) => format!("trapped: {}", e.root_cause().to_string().lines().last().unwrap_or("")),
-            Ok(Exit::Stopped) => unreachable!(),
-        };
-        *state.status.lock().unwrap() = Status::Crashed(why.clone());
-        if state.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        // A build swapped in that dies within 3 s is rolled back.
-        if let Some(old) = fallback.take() {
-            if ran < Duration::from_secs(3) {
-                record(&events, t0, format!("network server: the new build {path} {why} after {} ms; rolling back to {}", ran.as_millis(), old.1));
-                *state.swap_result.lock().unwrap() = Some(Err(format!("{path} {why}; rolled back to {}", old.1)));
-                *state.current.lock().unwrap() = old;
-                state.restarts.fetch_add(1, Ordering::Relaxed);
-                continue;
+        // It must link against the network server's imports alone.
+        for (name, _) in component.component_type().imports(engine::engine()) {
+            if name.starts_with("libretto:net/link") || name.starts_with("libretto:net/sockets") || name.starts_with("libretto:block/") {
+                return Err(format!("{}: not a network server (it imports {name}, not a network server's interface)", path.display()));
             }
         }
-        if ran > Duration::from_secs(10) {
-            backoff = Duration::from_millis(50);
+        if !supervise::imports(component, "libretto:net/rings") {
+            return Err(format!("{}: not a network server (it does not import libretto:net/rings)", path.display()));
         }
-        record(&events, t0, format!("network server {why}; {requeued} held frames requeued; restarting in {} ms", backoff.as_millis()));
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-        state.restarts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -249,29 +202,6 @@ fn apply_policy(sys: Arc<System>, p: crate::manifest::Policy) {
                     }
                 }
             }
-        }
-    }
-}
-
-/// The watchdog: a server that is not waiting and has made no call into
-/// the host for `hang` is hung; kill it (the supervisor restarts it).
-fn watchdog(switch: Arc<Switch>, state: Arc<ServerState>, hang: Duration, events: Arc<Mutex<std::collections::VecDeque<Event>>>, t0: Instant) {
-    let mut last = switch.control.heartbeat.load(Ordering::Relaxed);
-    let mut since = Instant::now();
-    while !state.stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = switch.control.heartbeat.load(Ordering::Relaxed);
-        let running = matches!(*state.status.lock().unwrap(), Status::Running);
-        if now != last || switch.control.in_wait.load(Ordering::SeqCst) || !running {
-            last = now;
-            since = Instant::now();
-            continue;
-        }
-        if since.elapsed() >= hang && !switch.control.kill.load(Ordering::SeqCst) {
-            record(&events, t0, format!("watchdog: the network server made no progress for {} ms; killing it", since.elapsed().as_millis()));
-            switch.control.kill.store(true, Ordering::SeqCst);
-            switch.server_notify().notify();
-            since = Instant::now();
         }
     }
 }
@@ -322,49 +252,37 @@ impl System {
         Ok(what)
     }
 
-    /// Kill the running network server (the supervisor restarts it).
-    pub fn kill_server(&self) {
-        record(&self.events, self.started, "network server: killed by `ctl kill`".into());
-        self.switch.control.kill.store(true, Ordering::SeqCst);
-        self.switch.server_notify().notify();
+    /// Move an app's block queue between the block server and a device
+    /// queue of its own. Commands under way finish on the path they took.
+    pub fn switch_block(&self, name: &str, to: crate::block::service::Mode) -> Result<String, String> {
+        let b = self.block.as_ref().ok_or_else(|| "this system has no block device".to_string())?;
+        let (_, q) = b.apps.iter().find(|(n, _)| n == name).ok_or_else(|| format!("app `{name}` has no block namespaces"))?;
+        if to == crate::block::service::Mode::Server && b.server.is_none() {
+            return Err("this system has no block server (give \"block\": {\"server\": ...})".into());
+        }
+        let word = if to == crate::block::service::Mode::Direct { "direct" } else { "server" };
+        if q.mode() == to {
+            return Ok(format!("app `{name}`'s block queue is already in {word} mode"));
+        }
+        let t = Instant::now();
+        b.service.set_mode(q, to)?;
+        let what = format!("app `{name}`'s block queue switched to {word} mode in {} us ({} commands in flight)", t.elapsed().as_micros(), q.inflight());
+        record(&self.events, self.started, what.clone());
+        Ok(what)
     }
 
-    /// Replace the network server with the build at `path`. A file that is
-    /// not a network server is refused at once; one that fails in its first
-    /// seconds is rolled back. Returns what happened.
+    pub fn block_server(&self) -> Result<Arc<dyn Supervised>, String> {
+        self.block.as_ref().and_then(|b| b.server.as_ref()).map(|(_, k)| k.clone()).ok_or_else(|| "this system has no block server".to_string())
+    }
+
+    /// Kill the running network server (the supervisor restarts it).
+    pub fn kill_server(&self) {
+        supervise::kill(self.net_server.as_ref(), &self.events, self.started);
+    }
+
+    /// Replace the network server with the build at `path`.
     pub fn swap_server(&self, path: &std::path::Path) -> Result<String, String> {
-        let pre = prepare(path)?;
-        let component = pre.component();
-        if !engine::exports_instance(component, "libretto:net/control@0.1.0") {
-            return Err(format!("{}: not a network server (no libretto:net/control export)", path.display()));
-        }
-        // It must link against the network server's imports alone.
-        for (name, _) in component.component_type().imports(engine::engine()) {
-            if name.starts_with("libretto:net/link") || name.starts_with("libretto:net/sockets") {
-                return Err(format!("{}: not a network server (it imports {name}, an app's interface)", path.display()));
-            }
-        }
-        if !component.component_type().imports(engine::engine()).any(|(n, _)| n.starts_with("libretto:net/rings")) {
-            return Err(format!("{}: not a network server (it does not import libretto:net/rings)", path.display()));
-        }
-        *self.server.swap_result.lock().unwrap() = None;
-        *self.server.pending.lock().unwrap() = Some((Arc::new(pre), path.display().to_string()));
-        self.switch.control.stop.store(true, Ordering::SeqCst);
-        self.switch.server_notify().notify();
-        // Wait for the new build to run 3 s, or to be rolled back.
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-            if let Some(r) = self.server.swap_result.lock().unwrap().take() {
-                return r;
-            }
-            let swapped = self.server.pending.lock().unwrap().is_none() && self.server.current.lock().unwrap().1 == path.display().to_string();
-            let age = self.server.started_at.lock().unwrap().elapsed();
-            if swapped && matches!(*self.server.status.lock().unwrap(), Status::Running) && age >= Duration::from_secs(3) {
-                return Ok(format!("network server swapped to {}; running {} ms", path.display(), age.as_millis()));
-            }
-        }
-        Err("the swap did not finish in 10 s".into())
+        supervise::swap(self.net_server.as_ref(), &self.server, path)
     }
 }
 
@@ -372,6 +290,10 @@ impl System {
 pub fn run(m: Manifest) -> Result<i32, String> {
     // Load everything first: bad components fail before any device is touched.
     let server_pre = prepare(&m.network_server)?;
+    let block_server_pre = match m.block.as_ref().and_then(|b| b.server.clone()) {
+        Some(p) => Some((prepare(&p).map_err(|e| format!("block server: {e}"))?, p.display().to_string())),
+        None => None,
+    };
     let mut app_pres = Vec::new();
     for a in &m.apps {
         app_pres.push(prepare(&a.image).map_err(|e| format!("app `{}`: {e}", a.name))?);
@@ -407,23 +329,41 @@ pub fn run(m: Manifest) -> Result<i32, String> {
 
     let t0 = Instant::now();
     let events = Arc::new(Mutex::new(std::collections::VecDeque::new()));
-    let server = Arc::new(ServerState {
-        status: Mutex::new(Status::Starting),
-        restarts: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        last_stats: Mutex::new(Vec::new()),
-        current: Mutex::new((Arc::new(server_pre), m.network_server.display().to_string())),
-        pending: Mutex::new(None),
-        swap_result: Mutex::new(None),
-        started_at: Mutex::new(Instant::now()),
-    });
+    let server = ServerState::new((Arc::new(server_pre), m.network_server.display().to_string()));
+    let net_server: Arc<dyn Supervised> = Arc::new(NetServer { switch: switch.clone() });
     let server_thread = {
-        let (sw, st, ev) = (switch.clone(), server.clone(), events.clone());
-        std::thread::Builder::new().name("network-server".into()).spawn(move || supervise_server(sw, st, ev, t0)).map_err(|e| e.to_string())?
+        let (k, st, ev) = (net_server.clone(), server.clone(), events.clone());
+        std::thread::Builder::new().name("network-server".into()).spawn(move || supervise::supervise(k, st, ev, t0)).map_err(|e| e.to_string())?
     };
     let watchdog_thread = {
-        let (sw, st, ev) = (switch.clone(), server.clone(), events.clone());
-        std::thread::Builder::new().name("watchdog".into()).spawn(move || watchdog(sw, st, Duration::from_millis(500), ev, t0)).map_err(|e| e.to_string())?
+        let (k, st, ev) = (net_server.clone(), server.clone(), events.clone());
+        std::thread::Builder::new().name("watchdog".into()).spawn(move || supervise::watchdog(k, st, Duration::from_millis(500), ev, t0)).map_err(|e| e.to_string())?
+    };
+
+    // The block service: the device, and the block server under supervision.
+    let mut block_threads = Vec::new();
+    let mut block = match (&m.block, block_server_pre) {
+        (Some(b), pre) => {
+            let device = crate::block::server::open_device(b)?;
+            let service = crate::block::service::BlockService::new(device)?;
+            let server = match pre {
+                Some((pre, path)) => {
+                    let state = ServerState::new((Arc::new(pre), path));
+                    let kind: Arc<dyn Supervised> = Arc::new(crate::block::server::BlockServer { service: service.clone(), control: Arc::new(ServerControl::default()) });
+                    service.has_server.store(true, Ordering::SeqCst);
+                    let (k, st, ev) = (kind.clone(), state.clone(), events.clone());
+                    block_threads.push(std::thread::Builder::new().name("block-server".into()).spawn(move || supervise::supervise(k, st, ev, t0)).map_err(|e| e.to_string())?);
+                    let (k, st, ev) = (kind.clone(), state.clone(), events.clone());
+                    block_threads.push(std::thread::Builder::new().name("block-watchdog".into()).spawn(move || supervise::watchdog(k, st, Duration::from_millis(500), ev, t0)).map_err(|e| e.to_string())?);
+                    Some((state, kind))
+                }
+                None => None,
+            };
+            let i = &service.info;
+            log(&format!("block device {}: {} blocks of {} bytes, queue depth {}, {}", b.device.display(), i.blocks, i.block_size, i.queue_depth, if i.volatile_write_cache { "FAULT skip-flush: writes acknowledged before they are durable" } else { "O_DIRECT, io_uring" }));
+            Some(BlockSystem { service, server, apps: Vec::new() })
+        }
+        (None, _) => None,
     };
 
     let mut apps = Vec::new();
@@ -431,6 +371,15 @@ pub fn run(m: Manifest) -> Result<i32, String> {
     for (i, (a, pre)) in m.apps.iter().zip(app_pres).enumerate() {
         let id = i as u32 + 1;
         let notify = Notify::new();
+        let block_grant = match (&a.block, &mut block) {
+            (Some(spec), Some(bs)) => {
+                let nss = crate::block::server::namespaces(&a.name, spec, &bs.service)?;
+                let q = bs.service.attach(id, &a.name, nss, spec.queue_depth, crate::block::server::mode_of(spec), notify.clone());
+                bs.apps.push((a.name.clone(), q.clone()));
+                Some(crate::block::wit::BlockGrant { service: bs.service.clone(), app: q })
+            }
+            _ => None,
+        };
         let (port, slot) = switch.attach_app(id, &a.name, a.mac, a.ip.map(|x| x.0), notify);
         let direct = match &a.direct_tap {
             Some(name) => {
@@ -469,7 +418,7 @@ pub fn run(m: Manifest) -> Result<i32, String> {
             mode: Mutex::new(if a.direct { Mode::Direct } else { Mode::Server }),
             switches: AtomicU64::new(0),
         });
-        let h = spawn_counted(&a.name, pre, slot, args, Some(grant), state.counters.clone())?;
+        let h = spawn_counted(&a.name, pre, slot, args, Some(grant), state.counters.clone(), block_grant)?;
         apps.push(state.clone());
         threads.push((state, h));
     }
@@ -484,7 +433,7 @@ pub fn run(m: Manifest) -> Result<i32, String> {
         m.control.display()
     ));
     let tap_stats = tap.as_ref().map(|t| t.stats.clone()).unwrap_or_default();
-    let system = Arc::new(System { manifest: m.clone(), switch: switch.clone(), apps, server: server.clone(), tap: tap_stats, started: t0, events: events.clone() });
+    let system = Arc::new(System { manifest: m.clone(), switch: switch.clone(), apps, server: server.clone(), net_server: net_server.clone(), block, tap: tap_stats, started: t0, events: events.clone() });
     let ctl = crate::ctl::serve(system.clone())?;
     if let Some(p) = m.policy.clone() {
         let sys = system.clone();
@@ -533,8 +482,18 @@ pub fn run(m: Manifest) -> Result<i32, String> {
     for a in &system.apps {
         a.slot.notify.stop();
     }
+    if let Some(b) = &system.block {
+        if let Some((st, kind)) = &b.server {
+            st.stop.store(true, Ordering::SeqCst);
+            kind.control().stop.store(true, Ordering::SeqCst);
+            b.service.server_notify().stop();
+        }
+    }
     let _ = server_thread.join();
     let _ = watchdog_thread.join();
+    for t in block_threads {
+        let _ = t.join();
+    }
     watcher.0.store(true, Ordering::SeqCst);
     if let Ok(rest) = watcher.1.join() {
         for (_, h) in rest {

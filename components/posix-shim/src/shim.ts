@@ -13,10 +13,15 @@
  *   reported once, until EPOLL_CTL_MOD re-arms it; EPOLLET is accepted and
  *   treated as level-triggered (a server written for ET, which reads until
  *   EAGAIN, works unchanged).
+ * - A block namespace opened with `blockdev.open-namespace` is a
+ *   descriptor too: commands go to the stack's storage queue in batches and
+ *   completions are sorted to the descriptor that submitted them; epoll
+ *   reports it readable while completions wait, as for an io_uring fd.
  * - Errors are errno names, as the WIT enum has them.
  */
 import * as sockets from 'libretto:net/sockets@0.1.0';
 import * as memfiles from 'libretto:net/files@0.1.0';
+import * as storage from 'libretto:block/storage@0.1.0';
 import { NO_DEADLINE, num, u64 } from '../../lib/abi.ts';
 
 type Errno =
@@ -86,6 +91,20 @@ interface FileFd {
   size: number;
 }
 
+interface Completion {
+  tag: number;
+  status: string;
+}
+
+interface BlockFd {
+  kind: 'block';
+  nsid: number;
+  /** Completions reaped from the stack for this descriptor, not yet taken. */
+  done: Completion[];
+  /** Commands submitted and not yet completed. */
+  inflight: number;
+}
+
 interface EpollEntry {
   events: Events;
   data: unknown;
@@ -108,10 +127,11 @@ interface Events {
 }
 
 const MAX_FDS = 65536;
-const fds = new Map<number, SocketFd | EpollFd | FileFd>();
+type Fd = SocketFd | EpollFd | FileFd | BlockFd;
+const fds = new Map<number, Fd>();
 let nextFd = 3;
 
-function newFd(entry: SocketFd | EpollFd | FileFd): number {
+function newFd(entry: Fd): number {
   if (fds.size >= MAX_FDS - 3) fail('emfile');
   // The lowest free descriptor, as POSIX requires (searching from the last one handed out first).
   for (let i = 0; i < MAX_FDS; i++) {
@@ -185,10 +205,9 @@ export const io = {
     if (!e) fail('ebadf');
     fds.delete(fd);
     if (e.kind === 'file') net(() => memfiles.close(e.file));
-    if (e.kind === 'socket') {
-      net(() => sockets.close(e.s));
-      for (const other of fds.values()) if (other.kind === 'epoll') other.watched.delete(fd);
-    }
+    if (e.kind === 'socket') net(() => sockets.close(e.s));
+    // Completions of a closed namespace's commands are dropped when they arrive.
+    for (const other of fds.values()) if (other.kind === 'epoll') other.watched.delete(fd);
   },
   setNonblocking(fd: number, on: boolean): void {
     sockFd(fd).nonblocking = on;
@@ -308,6 +327,15 @@ export const zerocopy = {
     net(() => memfiles.write(e.file, offset, data));
     return data.length;
   },
+  spliceToFile(inFd: number, outFd: number, offset: number, count: number): number {
+    const f = sockFd(inFd);
+    const e = fds.get(outFd);
+    if (!e) fail('ebadf');
+    if (e.kind !== 'file') fail('einval');
+    if ((offset >>> 0) + (count >>> 0) > e.size) fail('efbig');
+    if (count === 0) return 0;
+    return retry(f, 'readable', () => sockets.recvFile(f.s, e.file, offset, count));
+  },
   sendfile(outFd: number, inFd: number, offset: number, count: number): number {
     const f = sockFd(outFd);
     const e = fds.get(inFd);
@@ -315,6 +343,88 @@ export const zerocopy = {
     if (e.kind !== 'file') fail('einval');
     if (count === 0) return 0;
     return retry(f, 'writable', () => sockets.sendFile(f.s, e.file, offset, count));
+  },
+};
+
+/** In the stack's `poll`, the handle that stands for the storage completion queue. */
+const STORAGE_HANDLE = 65535;
+/** Shim tags of commands in flight: which descriptor submitted each, and its own tag. */
+const blockTags = new Map<number, [number, number]>();
+let nextTag = 1;
+
+/** Take every completion the stack holds and sort it to its descriptor. */
+function reapBlocks(): void {
+  for (;;) {
+    const got = storage.reap(256);
+    for (const d of got) {
+      const t = d.tag >>> 0;
+      const owner = blockTags.get(t);
+      if (!owner) continue;
+      blockTags.delete(t);
+      const f = fds.get(owner[0]);
+      if (f && f.kind === 'block') {
+        f.inflight--;
+        f.done.push({ tag: owner[1], status: d.status });
+      }
+    }
+    if (got.length < 256) return;
+  }
+}
+
+function blockFd(fd: number): BlockFd {
+  const e = fds.get(fd);
+  if (!e) fail('ebadf');
+  if (e.kind !== 'block') fail('einval');
+  return e;
+}
+
+interface BlockIo { tag: number; opcode: string; slba: unknown; nlb: number; fua: boolean; memfd: number; offset: number }
+
+export const blockdev = {
+  namespaces() {
+    return storage.namespaces();
+  },
+  openNamespace(nsid: number): number {
+    const ns = storage.namespaces().find((n) => n.nsid >>> 0 === nsid >>> 0);
+    if (!ns) fail('enoent');
+    return newFd({ kind: 'block', nsid: nsid >>> 0, done: [], inflight: 0 });
+  },
+  submit(fd: number, ios: BlockIo[]): void {
+    const b = blockFd(fd);
+    if (ios.length === 0) return;
+    const tags: number[] = [];
+    const batch = ios.map((io) => {
+      const m = fds.get(io.memfd);
+      const moves = io.opcode === 'read' || io.opcode === 'write';
+      if (moves && (!m || m.kind !== 'file')) fail('ebadf');
+      while (blockTags.has(nextTag)) nextTag = nextTag >= 0x3fffffff ? 1 : nextTag + 1;
+      const tag = nextTag;
+      nextTag = nextTag >= 0x3fffffff ? 1 : nextTag + 1;
+      blockTags.set(tag, [fd, io.tag]);
+      tags.push(tag);
+      return {
+        tag,
+        opcode: io.opcode,
+        nsid: b.nsid,
+        slba: io.slba,
+        nlb: io.nlb,
+        fua: io.fua,
+        file: moves ? (m as FileFd).file : 0,
+        offset: moves ? io.offset : 0,
+      };
+    });
+    try {
+      storage.submit(batch as never);
+    } catch (e) {
+      for (const t of tags) blockTags.delete(t);
+      fail(code(e) === 'queue-full' ? 'eagain' : 'eio');
+    }
+    b.inflight += batch.length;
+  },
+  reap(fd: number, max: number): Completion[] {
+    const b = blockFd(fd);
+    if (b.done.length === 0) reapBlocks();
+    return b.done.splice(0, Math.max(0, max >>> 0));
   },
 };
 
@@ -344,15 +454,31 @@ export const epoll = {
     if (ep.kind !== 'epoll' || max <= 0) fail('einval');
     const interests = [];
     const byHandle = new Map<number, [number, EpollEntry]>();
+    const blocks: [BlockFd, EpollEntry][] = [];
+    let blockReady = false;
     for (const [fd, e] of ep.watched) {
       const f = fds.get(fd);
+      if (f && f.kind === 'block' && e.armed && e.events.in) {
+        blocks.push([f, e]);
+        if (f.done.length > 0) blockReady = true;
+        continue;
+      }
       if (!f || f.kind !== 'socket' || !e.armed) continue;
       interests.push({ socket: f.s, events: { readable: e.events.in, writable: e.events.out, hangup: false, error: false } });
       byHandle.set(f.s, [fd, e]);
     }
-    const deadline = timeoutMs < 0 ? NO_DEADLINE : u64(num(sockets.now()) + timeoutMs * 1e6);
+    if (blocks.length > 0) interests.push({ socket: STORAGE_HANDLE, events: { ...NONE, readable: true } });
+    const deadline = blockReady ? u64(0) : timeoutMs < 0 ? NO_DEADLINE : u64(num(sockets.now()) + timeoutMs * 1e6);
     const ready = net(() => sockets.poll(interests, deadline));
     const out = [];
+    if (blocks.length > 0) {
+      if (ready.some((r) => r.socket >>> 0 === STORAGE_HANDLE)) reapBlocks();
+      for (const [f, e] of blocks) {
+        if (f.done.length === 0 || out.length >= max) continue;
+        out.push({ events: { in: true, out: false, err: false, hup: false, rdhup: false, et: false, oneshot: false }, data: e.data });
+        if (e.events.oneshot) e.armed = false;
+      }
+    }
     for (const r of ready) {
       const hit = byHandle.get(r.socket);
       if (!hit) continue;

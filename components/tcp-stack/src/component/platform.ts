@@ -59,6 +59,12 @@ export class HostStore implements ByteStore {
   releaseAll(): void {
     if (this.tail > this.head) this.release(this.tail);
   }
+  /** Move up to `max` bytes from the head into a host buffer at `offset`. */
+  readInto(dst: unknown, offset: number, max: number): number {
+    const n = this.queue.readInto(dst as never, u32(offset), u32(max)) >>> 0;
+    this.head += n;
+    return n;
+  }
   /** Append up to `len` bytes of a host buffer from `offset`. */
   appendBuffer(src: unknown, offset: number, len: number): number {
     const n = this.queue.appendBuffer(src as never, u32(offset), u32(len)) >>> 0;

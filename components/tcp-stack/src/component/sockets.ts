@@ -11,6 +11,7 @@
  * `gateway=A.B.C.D`), which the host sets from the system manifest.
  */
 import { Buffer } from 'libretto:io/buffers@0.1.0';
+import * as blockq from 'libretto:block/queue@0.1.0';
 import * as link from '../../../lib/link.ts';
 import { num, u32, u64 } from '../../../lib/abi.ts';
 import { args, HostStore, hostPlatform, linkTurn, log } from './platform.ts';
@@ -307,6 +308,29 @@ export const sockets = {
     });
   },
 
+  recvFile(h: number, file: number, offset: number, max: number) {
+    return withErrors(() => {
+      const c = connOf(h, false);
+      const f = memfiles.get(file >>> 0) ?? fail('invalid-argument');
+      const off = offset >>> 0;
+      const m = max >>> 0;
+      if (off + m > f.size) fail('invalid-argument');
+      const n = Math.min(m, c.readable());
+      if (n > 0) {
+        const moved = (c.rcvStore as HostStore).readInto(f.buf, off, n);
+        c.consumed(moved);
+        return moved;
+      }
+      if (m === 0) return 0;
+      if (c.atEof() || c.state === 'CLOSED') {
+        if (c.error && c.error !== 'connection-aborted') fail(tcpError(c.error));
+        return 0;
+      }
+      if (c.error) fail(tcpError(c.error));
+      return fail('would-block');
+    });
+  },
+
   sendTo(h: number, data: Uint8Array, remote: Endpoint) {
     return withErrors(() => {
       const s = sock(h);
@@ -447,6 +471,10 @@ export const sockets = {
         const got = linkTurn(st, maxBatch, ids, () => {});
         const events = [];
         for (const i of interests) {
+          if (i.socket >>> 0 === STORAGE_HANDLE) {
+            if (i.events.readable && blockq.pending() >>> 0 > 0) events.push({ socket: i.socket, events: { ...NOTHING, readable: true } });
+            continue;
+          }
           const s = socks.get(i.socket >>> 0);
           if (!s) {
             events.push({ socket: i.socket, events: { readable: false, writable: false, hangup: true, error: true } });
@@ -470,6 +498,60 @@ export const sockets = {
 
   now() {
     return u64(link.now());
+  },
+};
+
+const NOTHING = { readable: false, writable: false, hangup: false, error: false };
+
+/** In `poll` interests, the handle that stands for the block completion queue. */
+const STORAGE_HANDLE = 65535;
+
+/** Raised out of `storage.submit` as its `submit-error`. */
+class StorageError extends Error {
+  constructor(readonly payload: string) {
+    super(payload);
+  }
+}
+
+type Opcode = 'read' | 'write' | 'flush' | 'deallocate' | 'write-zeroes';
+interface StorageIo { tag: number; opcode: Opcode; nsid: number; slba: unknown; nlb: number; fua: boolean; file: number; offset: number }
+
+/**
+ * Block storage for the app: commands go to the app's block queue (the
+ * host routes them through the block server or to a device queue of the
+ * app's own); their data moves through the in-memory files below, so a
+ * block read leaves on a socket with `send-file` and a socket's bytes
+ * reach a block with `recv-file`, never through JavaScript.
+ */
+export const storage = {
+  namespaces() {
+    return blockq.namespaces();
+  },
+  submit(ios: StorageIo[]) {
+    const cmds = ios.map((io) => {
+      const moves = io.opcode === 'read' || io.opcode === 'write';
+      const f = moves ? memfiles.get(io.file >>> 0) : undefined;
+      return {
+        cid: io.tag,
+        opcode: io.opcode,
+        nsid: io.nsid,
+        slba: io.slba,
+        nlb: io.nlb,
+        fua: io.fua,
+        // An unknown file goes without a buffer: the command completes with invalid-field.
+        buffer: f ? f.buf : undefined,
+        bufferOffset: f ? io.offset : 0,
+      };
+    });
+    try {
+      blockq.submit(cmds as never);
+    } catch (e) {
+      const p = (e as { payload?: unknown })?.payload ?? e;
+      throw new StorageError(typeof p === 'string' ? p : 'queue-full');
+    }
+  },
+  reap(max: number) {
+    return blockq.reap(max).map((c) => ({ tag: c.cid, status: c.status }));
   },
 };
 
