@@ -76,6 +76,7 @@ function startSystem(name: string, manifest: object) {
 function prober(url: string) {
   const done: number[] = [];
   let failures = 0;
+  const why: string[] = [];
   let stop = false;
   const loop = (async () => {
     while (!stop) {
@@ -83,9 +84,14 @@ function prober(url: string) {
         const r = await fetch(url, { signal: AbortSignal.timeout(10_000) });
         await r.arrayBuffer();
         if (r.status === 200) done.push(Date.now());
-        else failures++;
-      } catch {
+        else {
+          failures++;
+          why.push(`${new Date().toISOString()} status ${r.status}`);
+        }
+      } catch (e) {
         failures++;
+        const c = (e as { cause?: { code?: string; message?: string } }).cause;
+        why.push(`${new Date().toISOString()} ${(e as Error).message}${c ? `: ${c.code ?? ''} ${c.message ?? ''}` : ''}`);
       }
     }
   })();
@@ -99,6 +105,10 @@ function prober(url: string) {
     },
     get failures() {
       return failures;
+    },
+    /** What each failure was, with its time. */
+    get why() {
+      return why.join('; ');
     },
     get count() {
       return done.length;
@@ -164,7 +174,7 @@ test('switching server <-> direct every second for 30 s under wrk: no failed req
     const out = await load;
     await probe.end();
     const n = checkWrk(out);
-    assert.is(probe.failures, 0, 'the prober saw no failure');
+    assert.is(probe.failures, 0, `the prober saw failures: ${probe.why}`);
     gaps.sort((a, b) => a - b);
     console.log(`    30 switches under wrk: ${n} requests, 0 errors; longest gap in service after a switch: median ${gaps[15]} ms, max ${gaps[29]} ms`);
     assert.match(sys.ctl('apps'), /web .* server/);
@@ -207,7 +217,7 @@ test('killing, hanging, crashing and hot-swapping the network server under wrk: 
     const out = await load;
     await probe.end();
     const n = checkWrk(out);
-    assert.is(probe.failures, 0, 'the prober saw no failure');
+    assert.is(probe.failures, 0, `the prober saw failures: ${probe.why}`);
     console.log(`    under wrk (${n} requests, 0 errors), time until traffic flowed again: ${results.join(', ')}`);
     const apps = sys.ctl('apps');
     assert.match(apps, /network server: running \(3 restarts\)/, apps);
