@@ -20,7 +20,8 @@ help:
 	@echo "make images      compose app images (app + POSIX shim + TCP/IP stack)"
 	@echo "make build       build the host into bin/libretto"
 	@echo "make bench       call and ring costs on both JS engines; as root also"
-	@echo "                 the TCP/IP stack over TAP beside Linux over veth"
+	@echo "                 the TCP/IP stack over TAP beside Linux over veth;"
+	@echo "                 the block service beside fio's io_uring on one file"
 	@echo "make image       the guest image: Debian's kernel + an initramfs with the host,"
 	@echo "                 precompiled components and a manifest (xen-host/README.md)"
 	@echo "make run-guest   boot the guest image under QEMU (NVMe drive, NICs on TAP; root)"
@@ -63,6 +64,7 @@ bench: setup build components images
 	@$(NODE) bench/stack.mjs
 	@$(NODE) bench/system.mjs
 	@$(NODE) bench/switch.mjs
+	@$(NODE) bench/block.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
