@@ -108,16 +108,42 @@ const suites = [
   { name: 'fixture-fail', cmd: [node, '-e', 'console.log("0 passed, 1 failed"); process.exit(1)'], counts: librettoCounts, hidden: true },
 ];
 
+/** The most a suite may take before it is killed and counted as failed. */
+const SUITE_LIMIT_S = Number(process.env.LIBRETTO_SUITE_LIMIT_S ?? 45 * 60);
+
 function run(suite) {
   return new Promise((resolvePromise) => {
     const started = Date.now();
     const shown = (a) => (a.startsWith(root + '/') ? relative(root, a) : a);
     console.log(`\n== ${suite.name}: ${suite.cmd.map(shown).join(' ')}`);
+    // A process group of its own, so that whatever a suite leaves running
+    // (a system a failed test did not stop) is killed with it and cannot
+    // hold the output pipes open.
     const child = spawn(suite.cmd[0], suite.cmd.slice(1), {
       cwd: suite.cwd ?? root,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FORCE_COLOR: '0' },
+      detached: true,
     });
+    const killGroup = () => {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
+    let timedOut = false;
+    const limit = setTimeout(() => {
+      timedOut = true;
+      console.log(`\n== ${suite.name}: still running after ${SUITE_LIMIT_S} s; killed`);
+      killGroup();
+    }, SUITE_LIMIT_S * 1000);
+    child.on('exit', () => {
+      clearTimeout(limit);
+      // Its leftovers go with it; give the pipes a moment to drain.
+      setTimeout(killGroup, 2000);
+    });
+    process.on('exit', killGroup);
     let text = '';
     child.stdout.on('data', (d) => {
       text += d;
@@ -133,7 +159,9 @@ function run(suite) {
     child.on('close', (code) => {
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       let counts = suite.counts(text);
-      if (!counts) {
+      if (timedOut) {
+        counts = { passed: counts?.passed ?? 0, failed: (counts?.failed ?? 0) + 1, skipped: counts?.skipped ?? 0 };
+      } else if (!counts) {
         console.log(`== ${suite.name}: reported no counts (exit ${code}); counted as one failure`);
         counts = { passed: 0, failed: 1, skipped: 0 };
       } else if (code !== 0 && counts.failed === 0) {

@@ -73,6 +73,12 @@ function startSystem(name: string, manifest: object) {
 }
 
 /** Sequential keep-alive requests; completion times, to find gaps in service. */
+/** Every prober still running, so a failed test's `finally` can end them. */
+const probers = new Set<{ end(): Promise<void> }>();
+async function stopProbers(): Promise<void> {
+  await Promise.all([...probers].map((p) => p.end()));
+}
+
 function prober(url: string) {
   const done: number[] = [];
   let failures = 0;
@@ -95,7 +101,7 @@ function prober(url: string) {
       }
     }
   })();
-  return {
+  const p = {
     /** The longest gap between completions in [from, from + windowMs]. */
     gapAfter(from: number, windowMs = 1500): number {
       const xs = done.filter((t) => t >= from - 200 && t <= from + windowMs);
@@ -115,9 +121,12 @@ function prober(url: string) {
     },
     async end() {
       stop = true;
+      probers.delete(p);
       await loop;
     },
   };
+  probers.add(p);
+  return p;
 }
 
 function wrk(url: string, secs: number): Promise<string> {
@@ -181,6 +190,7 @@ test('switching server <-> direct every second for 30 s under wrk: no failed req
     const events = sys.ctl('events');
     assert.is((events.match(/switched to (direct|server) mode/g) ?? []).length, 30);
   } finally {
+    await stopProbers();
     await sys.stop();
     down();
   }
@@ -225,6 +235,7 @@ test('killing, hanging, crashing and hot-swapping the network server under wrk: 
     assert.match(events, /watchdog: the network server made no progress/);
     assert.match(events, /swapping .* for .*network-server\.starlingmonkey\.wasm/);
   } finally {
+    await stopProbers();
     await sys.stop();
     down();
   }
@@ -247,6 +258,7 @@ test('the policy moves an app direct under load and back when idle', async () =>
     assert.match(events, /switched to server mode/, events);
     assert.match(sys.ctl('apps'), /web .* server/);
   } finally {
+    await stopProbers();
     await sys.stop();
     down();
   }
