@@ -92,7 +92,7 @@ pub fn spawn_counted(
             ctx.counters = counters;
             ctx.block = block;
             let mut store = engine::new_store(ctx);
-            let instance = match pre.instantiate(&mut store) {
+            let instance = match engine::instantiate(&pre, &mut store) {
                 Ok(i) => i,
                 Err(e) => return Outcome::failed(format!("cannot instantiate: {e:#}")),
             };

@@ -214,3 +214,22 @@ pub fn new_store(ctx: Ctx) -> wasmtime::Store<Ctx> {
     store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(60 * EPOCH_HZ)));
     store
 }
+
+/// Instantiate, retrying a few times when the failure is the operating
+/// system's and not the component's: the first instantiation of a module
+/// builds its memory images (a sealed memfd), and sealing can fail for a
+/// moment with EBUSY while the kernel still counts a transient reference to
+/// a page. Such a failure is not a reason to roll back a swap or fail an app.
+pub fn instantiate(pre: &wasmtime::component::InstancePre<Ctx>, store: &mut wasmtime::Store<Ctx>) -> wasmtime::Result<wasmtime::component::Instance> {
+    let mut tries = 0;
+    loop {
+        match pre.instantiate(&mut *store) {
+            Err(e) if tries < 4 && e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some()) => {
+                tries += 1;
+                eprintln!("libretto: instantiation failed ({}); trying again", e.root_cause());
+                std::thread::sleep(Duration::from_millis(20 << tries));
+            }
+            r => return r,
+        }
+    }
+}

@@ -156,7 +156,7 @@ pub fn supervise(kind: Arc<dyn Supervised>, state: Arc<ServerState>, events: Eve
         *state.started_at.lock().unwrap() = Instant::now();
         let started = Instant::now();
         *state.status.lock().unwrap() = Status::Running;
-        let result = pre.instantiate(&mut store).and_then(|i| ServerIndices::new(&pre)?.load(&mut store, &i)).and_then(|s| s.call_run(&mut store));
+        let result = engine::instantiate(&pre, &mut store).and_then(|i| ServerIndices::new(&pre)?.load(&mut store, &i)).and_then(|s| s.call_run(&mut store));
         // Nothing the instance held is lost.
         let recovered = kind.recover(store.data_mut());
         drop(store);
