@@ -198,6 +198,68 @@ test('the block server killed, hung and crashed under the writer: no error, noth
   console.log(`    ${h.durableLines} durable points across 4 kills, a hang and a crash of the block server and two switches; no error, none lost`);
 });
 
+const PROBES: Record<string, string> = {
+  'good-read': 'success',
+  'past-end': 'lba-out-of-range',
+  'straddles-end': 'lba-out-of-range',
+  'nlb-zero': 'invalid-field',
+  'above-max-transfer': 'invalid-field',
+  'buffer-too-small': 'invalid-field',
+  'good-write': 'success',
+  'good-flush': 'success',
+  'ro-read': 'success',
+  'ro-write': 'write-to-read-only',
+  'ro-deallocate': 'write-to-read-only',
+  'ro-write-zeroes': 'write-to-read-only',
+  'queue-overflow': 'eagain',
+  'good-read-after': 'success',
+};
+
+for (const mode of ['server', 'direct'] as const) {
+  test(`bad commands in ${mode} mode get NVMe-like statuses, a full queue refuses the batch, and a neighbour writing beside them sees no error`, async () => {
+    const acked: Acked = new Map();
+    const path = join(dir, `probe-${mode}.json`);
+    writeFileSync(
+      path,
+      JSON.stringify({
+        name: `probe-${mode}`,
+        control: join(dir, `probe-${mode}.sock`),
+        nic: { gateway: { forwards: [{ listen: `127.0.0.1:${mode === 'server' ? 18296 : 18297}`, to: '10.0.0.2:80' }] } },
+        shared_ip: '10.0.0.2/24',
+        network_server: component('network-server.wasm'),
+        block: { device: disk, size: '32M', server: component('block-server.wasm') },
+        apps: [
+          {
+            name: 'p',
+            image: join(ROOT, 'build', 'images', 'blockgen.wasm'),
+            args: { mode: 'probe', ro: 2 },
+            block: { mode, queue_depth: 8, namespaces: [{ nsid: 1, offset: 0, size: '4M', block_size: BS }, { nsid: 2, offset: '4M', size: '4M', read_only: true }] },
+          },
+          {
+            name: 'w',
+            image: join(ROOT, 'build', 'images', 'blockgen.wasm'),
+            args: { mode: 'crash', base: 0, count: 16 },
+            block: { mode, namespaces: [{ nsid: 1, offset: NS_OFFSET, size: NS_BLOCKS * BS, block_size: BS }] },
+          },
+        ],
+      }),
+    );
+    const h = new Host(path, acked);
+    try {
+      await h.until(() => /blockgen: probe done/.test(h.out), 60_000);
+      const before = h.durableLines;
+      await h.until(() => h.durableLines >= before + 20, 20_000);
+    } finally {
+      await h.kill();
+    }
+    const got: Record<string, string> = {};
+    for (const m of h.out.matchAll(/\[p\] blockgen: probe (\S+) (.+)/g)) if (m[1] !== 'done') got[m[1]] = m[2].trim();
+    assert.equal(got, PROBES);
+    assert.equal(h.errors, [], 'the neighbour saw no error');
+    assert.equal(check(acked), []);
+  });
+}
+
 test('the checker can fail: with flushes skipped on purpose it finds acknowledged writes lost', async () => {
   const acked: Acked = new Map();
   const r = await killLoop(10, acked, { LIBRETTO_BLOCK_FAULT: 'skip-flush' }, true);

@@ -18,7 +18,14 @@
  *               errors=E`, so a benchmark times it from the host's log.
  *               Data stays in host memory (a memfd): none passes through
  *               JavaScript.
- * Both: ns=NSID (default 1).
+ *   mode=probe  Bad commands, each alone, in both of the app's namespaces
+ *               (ns=NSID and ro=NSID, a read-only one): past the end, nlb 0,
+ *               above the largest transfer, a buffer too small, a write,
+ *               deallocate and write-zeroes to the read-only namespace, and
+ *               more commands than the queue holds; logs `blockgen: probe
+ *               NAME STATUS` for each, then `blockgen: probe done`. Good
+ *               commands between them must still succeed.
+ * All: ns=NSID (default 1).
  */
 import * as blockdev from 'libretto:posix/blockdev@0.1.0';
 import * as epoll from 'libretto:posix/epoll@0.1.0';
@@ -102,6 +109,7 @@ function crash(dev: Device, args: Map<string, string>): string | null {
     if (done.size < ios.length) break;
     host.log(`blockgen: durable ${gen} fua ${lbas.filter((_, i) => i % 4 === 0).join(',')}`);
     const f = dev.run([{ tag: 0, opcode: 'flush', slba: 0, nlb: 0, fua: false, memfd: mem, offset: 0 }]);
+    if (!f.has(0)) break; // stopping
     if (f.get(0) !== 'success') {
       errors++;
       host.log(`blockgen: error: flush of generation ${gen}: ${f.get(0) ?? 'no completion'}`);
@@ -165,6 +173,43 @@ function load(dev: Device, args: Map<string, string>): string | null {
   return errors > 0 ? `${errors} commands failed` : null;
 }
 
+function probe(dev: Device, args: Map<string, string>): string | null {
+  const bs = dev.blockSize;
+  const mem = zerocopy.memfdCreate(bs * 4);
+  const one = (name: string, d: Device, io: Partial<Parameters<Device['submit']>[0][0]>) => {
+    const full = { tag: 7, opcode: 'read', slba: 0, nlb: 1, fua: false, memfd: mem, offset: 0, ...io };
+    let status: string;
+    try {
+      status = d.run([full]).get(7) ?? 'no completion';
+    } catch (e) {
+      status = `errno ${errno(e) ?? String(e)}`;
+    }
+    host.log(`blockgen: probe ${name} ${status}`);
+  };
+  one('good-read', dev, {});
+  one('past-end', dev, { slba: dev.blocks });
+  one('straddles-end', dev, { slba: dev.blocks - 1, nlb: 2 });
+  one('nlb-zero', dev, { nlb: 0 });
+  one('above-max-transfer', dev, { nlb: dev.maxBlocks + 1 });
+  one('buffer-too-small', dev, { nlb: 4, offset: bs });
+  one('good-write', dev, { opcode: 'write', fua: true });
+  one('good-flush', dev, { opcode: 'flush' });
+  const roId = Number(args.get('ro') ?? 0);
+  if (roId) {
+    const ro = new Device(roId);
+    one('ro-read', ro, {});
+    one('ro-write', ro, { opcode: 'write' });
+    one('ro-deallocate', ro, { opcode: 'deallocate' });
+    one('ro-write-zeroes', ro, { opcode: 'write-zeroes' });
+  }
+  // More than the queue holds, in one submission: refused whole.
+  const many = Array.from({ length: dev.depth + 1 }, (_, i) => ({ tag: i, opcode: 'read', slba: 0, nlb: 1, fua: false, memfd: mem, offset: 0 }));
+  host.log(`blockgen: probe queue-overflow ${dev.submit(many) ? 'accepted' : 'eagain'}`);
+  one('good-read-after', dev, {});
+  host.log('blockgen: probe done');
+  return null;
+}
+
 export const server = {
   run() {
     const args = new Map(host.args());
@@ -177,7 +222,7 @@ export const server = {
       return { tag: 'failed' as const, val: msg };
     }
     const mode = args.get('mode') ?? 'crash';
-    const why = mode === 'crash' ? crash(dev, args) : mode === 'load' ? load(dev, args) : `mode=${mode}: not crash or load`;
+    const why = mode === 'crash' ? crash(dev, args) : mode === 'load' ? load(dev, args) : mode === 'probe' ? probe(dev, args) : `mode=${mode}: not crash, load or probe`;
     if (why) return { tag: 'failed' as const, val: `blockgen: ${why}` };
     while (!host.stopping()) epoll.wait(dev.ep, 1, 1000);
     return { tag: 'stopped' as const };
