@@ -50,7 +50,7 @@ images: build components
 build:
 	@echo "== host (cargo build --release)"
 	@cd host && $(CARGO) build --release
-	@mkdir -p bin && cp $(HOST_BIN) bin/libretto
+	@mkdir -p bin && cp $(HOST_BIN) bin/libretto.tmp && mv -f bin/libretto.tmp bin/libretto
 
 run: setup build components images
 	@echo "== run"

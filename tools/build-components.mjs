@@ -9,7 +9,8 @@
 // usage: node tools/build-components.mjs [NAME...] [--backend B]
 //   LIBRETTO_JOBS=N   parallel componentize jobs (default 2)
 //
-// Each component directory holds a component.json:
+// Each component directory (components/NAME, or components/apps/NAME for
+// apps on the POSIX shim) holds a component.json:
 //   { "world": "libretto:system/...", "entry": "src/component.ts",
 //     "backends": ["starlingmonkey", "quickjs"] }
 // The first backend listed is the one that ships: build/components/NAME.wasm.
@@ -62,9 +63,15 @@ async function toolVersions() {
 }
 
 async function loadComponents(only) {
-  const dir = join(root, 'components');
   const found = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
+  // Components live in components/NAME; apps on the POSIX shim may also
+  // live in components/apps/NAME. Names are unique across both.
+  const entries = [];
+  for (const dir of [join(root, 'components'), join(root, 'components', 'apps')]) {
+    if (!existsSync(dir)) continue;
+    for (const entry of await readdir(dir, { withFileTypes: true })) entries.push({ dir, entry });
+  }
+  for (const { dir, entry } of entries) {
     if (!entry.isDirectory()) continue;
     const specPath = join(dir, entry.name, 'component.json');
     if (!existsSync(specPath)) continue;
@@ -82,6 +89,7 @@ async function loadComponents(only) {
     }
     const entryPath = join(dir, entry.name, spec.entry);
     if (!existsSync(entryPath)) fail(`${relative(root, specPath)}: entry ${spec.entry} does not exist`);
+    if (found.some((c) => c.name === entry.name)) fail(`${relative(root, specPath)}: a component named "${entry.name}" already exists`);
     found.push({ name: entry.name, world: spec.world, entry: entryPath, backends });
   }
   if (only.length === 0) return found.sort((a, b) => a.name.localeCompare(b.name));

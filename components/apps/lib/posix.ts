@@ -39,12 +39,16 @@ export interface Handler {
   onReadable?(fd: number): void;
   /** A connection can take more output. */
   onWritable?(fd: number): void;
+  /** After each batch of events: the place to submit work gathered from them in one call. */
+  afterEvents?(): void;
 }
 
 export class EventLoop {
   readonly ep = epoll.create();
   private listeners = new Set<number>();
   private tokens = new Map<number, number>();
+  /** Descriptors managed by `interest`: bit 1 in, bit 2 out. */
+  private interests = new Map<number, number>();
 
   listen(fd: number): void {
     this.listeners.add(fd);
@@ -59,7 +63,27 @@ export class EventLoop {
     epoll.ctl(this.ep, 'modify', fd, out ? EV_INOUT : EV_IN, u64(fd));
   }
 
+  /**
+   * Watch exactly these events on `fd`, adding it, changing it or (for
+   * neither) taking it out of the epoll set, so a descriptor the app is
+   * not ready to serve cannot wake it (a hang-up is reported whatever
+   * the interest). Only for descriptors not passed to `watch`.
+   */
+  interest(fd: number, wantIn: boolean, wantOut: boolean): void {
+    const now = (wantIn ? 1 : 0) | (wantOut ? 2 : 0);
+    const was = this.interests.get(fd) ?? 0;
+    if (now === was) return;
+    if (now === 0) {
+      epoll.ctl(this.ep, 'delete', fd, EV_IN, u64(fd));
+      this.interests.delete(fd);
+      return;
+    }
+    epoll.ctl(this.ep, was === 0 ? 'add' : 'modify', fd, { ...EV_IN, in: wantIn, rdhup: wantIn, out: wantOut }, u64(fd));
+    this.interests.set(fd, now);
+  }
+
   close(fd: number): void {
+    this.interests.delete(fd);
     try {
       io.close(fd);
     } catch {
@@ -69,10 +93,12 @@ export class EventLoop {
 
   /** Run until the host asks the app to stop. */
   run(h: Handler): void {
-    for (;;) {
+    for (let turn = 1; ; turn++) {
       const events = epoll.wait(this.ep, 256, 1000);
+      // Ask whether to stop when idle, and every 1024 turns under load.
+      if ((events.length === 0 || (turn & 1023) === 0) && host.stopping()) return;
       if (events.length === 0) {
-        if (host.stopping()) return;
+        h.afterEvents?.();
         continue;
       }
       for (const e of events) {
@@ -83,6 +109,7 @@ export class EventLoop {
           if (e.events.out) h.onWritable?.(fd);
         }
       }
+      h.afterEvents?.();
     }
   }
 }
