@@ -392,11 +392,16 @@ export const blockdev = {
   submit(fd: number, ios: BlockIo[]): void {
     const b = blockFd(fd);
     if (ios.length === 0) return;
+    // Check every command before any tag is taken: a bad one refuses the
+    // whole batch and leaves nothing behind.
+    for (const io of ios) {
+      const m = fds.get(io.memfd);
+      if ((io.opcode === 'read' || io.opcode === 'write') && (!m || m.kind !== 'file')) fail('ebadf');
+    }
     const tags: number[] = [];
     const batch = ios.map((io) => {
       const m = fds.get(io.memfd);
       const moves = io.opcode === 'read' || io.opcode === 'write';
-      if (moves && (!m || m.kind !== 'file')) fail('ebadf');
       while (blockTags.has(nextTag)) nextTag = nextTag >= 0x3fffffff ? 1 : nextTag + 1;
       const tag = nextTag;
       nextTag = nextTag >= 0x3fffffff ? 1 : nextTag + 1;
