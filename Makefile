@@ -65,6 +65,7 @@ bench: setup build components images
 	@$(NODE) bench/system.mjs
 	@$(NODE) bench/switch.mjs
 	@$(NODE) bench/block.mjs
+	@$(NODE) bench/nbd.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
