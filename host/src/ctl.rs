@@ -227,6 +227,8 @@ fn block_stats(b: &crate::system::BlockSystem) -> Value {
             "queue_full": load(&q.stats.queue_full),
             "via_server": load(&q.stats.via_server),
             "direct": load(&q.stats.direct),
+            "latency_us_avg": load(&q.stats.latency_us_total) / load(&q.stats.completed).max(1),
+            "latency_us_max": load(&q.stats.latency_us_max),
         })).collect::<Vec<_>>(),
         "server": server,
     })
@@ -332,11 +334,11 @@ fn table(cmd: &str, v: &Value) -> String {
                 out.push_str(&format!("block device: {} blocks of {} bytes, queue depth {}; {}\n", d["blocks"], d["block_size"], d["queue_depth"], d["counters"]));
                 let c = &b["commands"];
                 out.push_str(&format!("block commands: {} waiting for the server, {} at the server, {} on the device; requeued {}, refused forwards {}\n", c["inbox"], c["at_server"], c["on_device"], b["requeued"], b["bad_forward"]));
-                out.push_str(&format!("{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n", "block app", "mode", "inflight", "submitted", "completed", "errors", "queue full", "via server", "direct"));
+                out.push_str(&format!("{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "block app", "mode", "inflight", "submitted", "completed", "errors", "queue full", "via server", "direct", "avg us", "max us"));
                 for a in b["apps"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
-                        "{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n",
-                        t(&a["name"]), t(&a["mode"]), t(&a["inflight"]), t(&a["submitted"]), t(&a["completed"]), t(&a["errors"]), t(&a["queue_full"]), t(&a["via_server"]), t(&a["direct"])
+                        "{:<14} {:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
+                        t(&a["name"]), t(&a["mode"]), t(&a["inflight"]), t(&a["submitted"]), t(&a["completed"]), t(&a["errors"]), t(&a["queue_full"]), t(&a["via_server"]), t(&a["direct"]), t(&a["latency_us_avg"]), t(&a["latency_us_max"])
                     ));
                 }
                 if let Some(m) = b["server"].as_object().filter(|m| !m.is_empty()) {

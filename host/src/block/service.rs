@@ -100,6 +100,18 @@ pub struct AppBlockStats {
     pub queue_full: AtomicU64,
     pub direct: AtomicU64,
     pub via_server: AtomicU64,
+    /// Time from the app's submit to the completion being posted, summed
+    /// over completed commands, and the longest, in microseconds.
+    pub latency_us_total: AtomicU64,
+    pub latency_us_max: AtomicU64,
+}
+
+impl AppBlockStats {
+    fn latency(&self, since: std::time::Instant) {
+        let us = since.elapsed().as_micros() as u64;
+        self.latency_us_total.fetch_add(us, Ordering::Relaxed);
+        self.latency_us_max.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 /// One app's block queue pair.
@@ -173,6 +185,7 @@ struct Cmd {
     via_server: bool,
     /// Device blocks, once translated.
     dev_range: (u64, u32),
+    submitted: std::time::Instant,
 }
 
 /// A request as the block server sees it.
@@ -314,6 +327,7 @@ impl BlockService {
             }
         }
         app.stats.submitted.fetch_add(n as u64, Ordering::Relaxed);
+        let now = std::time::Instant::now();
         let via_server = app.mode() == Mode::Server && self.has_server.load(Ordering::SeqCst);
         if via_server {
             app.stats.via_server.fetch_add(n as u64, Ordering::Relaxed);
@@ -322,7 +336,7 @@ impl BlockService {
                 let mut map = self.cmds.lock().unwrap();
                 for c in cmds {
                     let t = self.tag();
-                    map.insert(t, Cmd { app: app.clone(), cmd: c, at: Where::Inbox, via_server: true, dev_range: (0, 0) });
+                    map.insert(t, Cmd { app: app.clone(), cmd: c, at: Where::Inbox, via_server: true, dev_range: (0, 0), submitted: now });
                     tags.push(t);
                 }
             }
@@ -349,7 +363,7 @@ impl BlockService {
                     Ok(range) => {
                         let t = self.tag();
                         let op = device_op(&c, range);
-                        map.insert(t, Cmd { app: app.clone(), cmd: c, at: Where::OnDevice, via_server: false, dev_range: range });
+                        map.insert(t, Cmd { app: app.clone(), cmd: c, at: Where::OnDevice, via_server: false, dev_range: range, submitted: now });
                         ops.push((t, op));
                     }
                 }
@@ -407,6 +421,7 @@ impl BlockService {
                 if c.via_server {
                     to_server.push((tag, s));
                 }
+                c.app.stats.latency(c.submitted);
                 per_app.entry(c.app.id).or_insert_with(|| (c.app.clone(), Vec::new())).1.push((c.cmd.cid, s));
             }
         }
@@ -491,6 +506,7 @@ impl BlockService {
                 match map.get(&tag) {
                     Some(c) if c.at == Where::AtServer => {
                         let c = map.remove(&tag).expect("present");
+                        c.app.stats.latency(c.submitted);
                         per_app.entry(c.app.id).or_insert_with(|| (c.app.clone(), Vec::new())).1.push((c.cmd.cid, s));
                     }
                     _ => {
