@@ -66,6 +66,8 @@ bench: setup build components images
 	@$(NODE) bench/switch.mjs
 	@$(NODE) bench/block.mjs
 	@$(NODE) bench/nbd.mjs
+	@$(NODE) bench/mc.mjs
+	@$(NODE) bench/netpipe.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
