@@ -6,8 +6,9 @@
 #                precompiled for any x86-64-v2 CPU (.cwasm), the guest
 #                configuration and manifest (xen-host/guest.json,
 #                xen-host/system.json), and xen-host/init as /init
-# Inputs: bin/libretto, build/images/httpd.wasm,
-# build/components/network-server.wasm (make build images). Needs
+# Inputs: bin/libretto, build/images/httpd.wasm, build/images/nbd.wasm,
+# build/components/network-server.wasm, build/components/block-server.wasm
+# (make build images). Needs
 # busybox-static and cpio (tools/debian-packages.txt) and apt-get download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ mkdir -p "$out/debs"
 say() { echo "image: $*"; }
 fail() { echo "image: $*" >&2; exit 2; }
 
-for f in bin/libretto build/images/httpd.wasm build/components/network-server.wasm; do
+for f in bin/libretto build/images/httpd.wasm build/images/nbd.wasm build/components/network-server.wasm build/components/block-server.wasm; do
   [ -f "$f" ] || fail "$f is missing (make build images)"
 done
 command -v busybox >/dev/null && [ -x /bin/busybox ] || fail "busybox is missing (apt-get install busybox-static)"
@@ -89,6 +90,8 @@ done
 say "precompiling components for the guest (x86-64-v2)"
 bin/libretto guest precompile "$stage/lib/libretto/httpd.cwasm" build/images/httpd.wasm
 bin/libretto guest precompile "$stage/lib/libretto/network-server.cwasm" build/components/network-server.wasm
+bin/libretto guest precompile "$stage/lib/libretto/nbd.cwasm" build/images/nbd.wasm
+bin/libretto guest precompile "$stage/lib/libretto/block-server.cwasm" build/components/block-server.wasm
 
 cp xen-host/guest.json xen-host/system.json xen-host/modules "$stage/etc/libretto/"
 cp xen-host/init "$stage/init"

@@ -102,7 +102,7 @@ ip4="${HOST_IP%/*}"
 echo "run-guest: QEMU ($accel), NVMe $NVME, NICs on $TAP0 and $TAP1 (bridge $BRIDGE, Linux at $ip4)${NETNS:+ in network namespace $NETNS}"
 echo "run-guest: when it is up: curl http://10.0.20.2/ (the httpd app, shared IP), http://10.0.20.3/ (the own app);"
 echo "run-guest:   bin/libretto guest ctl $CTL stats|apps|drive|device|log|switch own direct|shutdown"
-echo "run-guest:   nbd://10.0.20.2:10809/ is not served yet: the nbd app and the block service are issue 9"
+echo "run-guest:   nbd://10.0.20.2:10809 (the nbd app: a namespace of the NVMe drive, through the block server)"
 if [ -n "${NETNS:-}" ]; then
   exec ip netns exec "$NETNS" qemu-system-x86_64 "${args[@]}"
 fi

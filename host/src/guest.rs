@@ -108,7 +108,7 @@ fn block_devices() -> Vec<(String, Option<String>, u64)> {
     out
 }
 
-fn find_drive(spec: &str) -> Result<(String, Option<String>, u64), String> {
+pub fn find_drive(spec: &str) -> Result<(String, Option<String>, u64), String> {
     let all = block_devices();
     let want = crate::packet::normalize_pci(spec);
     let found = if crate::packet::is_pci_address(&want) {
@@ -386,6 +386,21 @@ fn run_guest(config_path: &Path) -> i32 {
         }
         if d.state_mib < 8 {
             fatal!("{shown}: drive.state_mib: {} MiB is too small for the state filesystem (8 MiB at least)", d.state_mib);
+        }
+        // The block service may serve this drive, but never the state
+        // filesystem at its start.
+        if let Some(b) = &m.block {
+            let served = b.device.to_string_lossy().to_string();
+            let same = find_drive(&served).map(|x| x.0 == name).unwrap_or(false);
+            if same {
+                for (i, a) in m.apps.iter().enumerate() {
+                    for (j, n) in a.block.iter().flat_map(|b| b.namespaces.iter()).enumerate() {
+                        if n.offset < d.state_mib << 20 {
+                            fatal!("{}: apps[{i}].block.namespaces[{j}].offset: {} MiB is inside the drive's state filesystem (the first {} MiB)", manifest_path.display(), n.offset >> 20, d.state_mib);
+                        }
+                    }
+                }
+            }
         }
         if let Err(e) = mount_state(&name, d.state_mib) {
             fatal!("drive {name}: {e}");

@@ -21,6 +21,7 @@ struct Raw {
     apps: Vec<RawApp>,
     policy: Option<RawPolicy>,
     block: Option<RawBlock>,
+    watchdog_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -207,6 +208,8 @@ pub struct Manifest {
     pub apps: Vec<App>,
     pub policy: Option<Policy>,
     pub block: Option<Block>,
+    /// How long a server may make no progress before the watchdog kills it.
+    pub watchdog: std::time::Duration,
 }
 
 /// What the physical NIC is.
@@ -546,12 +549,15 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             if b.device.is_empty() {
                 return Err(err("block.device", "is empty; give a file or a block device".into()));
             }
-            let device = resolve(&b.device);
+            // A PCI address names a drive (an NVMe controller in a guest);
+            // it is found when the device opens, after drivers probe it.
+            let by_pci = crate::packet::is_pci_address(&crate::packet::normalize_pci(&b.device));
+            let device = if by_pci { PathBuf::from(crate::packet::normalize_pci(&b.device)) } else { resolve(&b.device) };
             let create_size = match &b.size {
                 Some(v) => Some(parse_size(v).filter(|n| *n > 0 && n % 4096 == 0).ok_or_else(|| err("block.size", format!("{v} is not a size like \"256M\" (a multiple of 4096)")))?),
                 None => None,
             };
-            if create_size.is_none() && !device.exists() {
+            if create_size.is_none() && !by_pci && !device.exists() {
                 return Err(err("block.device", format!("{}: no such file (give \"size\" to have it made)", device.display())));
             }
             let server = match &b.server {
@@ -586,7 +592,12 @@ pub fn load(path: &Path) -> Result<Manifest, String> {
             Some(Block { device, create_size, server, direct_io: b.direct_io.unwrap_or(true), queue_depth })
         }
     };
+    let watchdog_ms = raw.watchdog_ms.unwrap_or(500);
+    if !(50..=600_000).contains(&watchdog_ms) {
+        return Err(err("watchdog_ms", format!("{watchdog_ms}: from 50 to 600000")));
+    }
     Ok(Manifest {
+        watchdog: std::time::Duration::from_millis(watchdog_ms),
         path: path.to_path_buf(),
         name: raw.name.unwrap_or_else(|| "libretto".into()),
         control: raw.control.map(|c| resolve(&c)).unwrap_or_else(default_control),

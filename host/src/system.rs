@@ -336,8 +336,8 @@ pub fn run(m: Manifest) -> Result<i32, String> {
         std::thread::Builder::new().name("network-server".into()).spawn(move || supervise::supervise(k, st, ev, t0)).map_err(|e| e.to_string())?
     };
     let watchdog_thread = {
-        let (k, st, ev) = (net_server.clone(), server.clone(), events.clone());
-        std::thread::Builder::new().name("watchdog".into()).spawn(move || supervise::watchdog(k, st, Duration::from_millis(500), ev, t0)).map_err(|e| e.to_string())?
+        let (k, st, ev, wd) = (net_server.clone(), server.clone(), events.clone(), m.watchdog);
+        std::thread::Builder::new().name("watchdog".into()).spawn(move || supervise::watchdog(k, st, wd, ev, t0)).map_err(|e| e.to_string())?
     };
 
     // The block service: the device, and the block server under supervision.
@@ -353,8 +353,8 @@ pub fn run(m: Manifest) -> Result<i32, String> {
                     service.has_server.store(true, Ordering::SeqCst);
                     let (k, st, ev) = (kind.clone(), state.clone(), events.clone());
                     block_threads.push(std::thread::Builder::new().name("block-server".into()).spawn(move || supervise::supervise(k, st, ev, t0)).map_err(|e| e.to_string())?);
-                    let (k, st, ev) = (kind.clone(), state.clone(), events.clone());
-                    block_threads.push(std::thread::Builder::new().name("block-watchdog".into()).spawn(move || supervise::watchdog(k, st, Duration::from_millis(500), ev, t0)).map_err(|e| e.to_string())?);
+                    let (k, st, ev, wd) = (kind.clone(), state.clone(), events.clone(), m.watchdog);
+                    block_threads.push(std::thread::Builder::new().name("block-watchdog".into()).spawn(move || supervise::watchdog(k, st, wd, ev, t0)).map_err(|e| e.to_string())?);
                     Some((state, kind))
                 }
                 None => None,

@@ -13,7 +13,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT } from './helpers.ts';
@@ -29,7 +29,7 @@ const IMAGE = join(ROOT, 'build', 'guest');
 
 function gate(): string | null {
   if (process.getuid?.() !== 0) return 'needs root (TAP devices, a network namespace; CI is root)';
-  for (const tool of ['qemu-system-x86_64', 'cpio', 'busybox', 'curl', 'ip']) {
+  for (const tool of ['qemu-system-x86_64', 'cpio', 'busybox', 'curl', 'ip', 'nbdinfo', 'nbdcopy']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `needs ${tool} (tools/debian-packages.txt; make test installs it as root)`;
   }
   return null;
@@ -127,6 +127,10 @@ function curl(url: string, out = '/dev/null'): { code: string; size: number } {
   return { code, size: Number(size) };
 }
 
+/** The data the nbd app keeps on the NVMe drive across boots. */
+const nbdData = join(dir, 'nbd-data.raw');
+const NBD = 'nbd://10.0.20.2:10809';
+
 test.before(() => {
   if (why) return;
   // The image from the host and components `make test` just built.
@@ -181,7 +185,22 @@ test('the guest boots under QEMU, serves HTTP through the network server and on 
     assert.equal(apps.apps.map((a: any) => [a.name, a.ip, a.mode, a.status]), [
       ['web', '10.0.20.2', 'server', 'running'],
       ['own', '10.0.20.3', 'server', 'running'],
+      ['nbd', '10.0.20.2', 'server', 'running'],
     ]);
+
+    // NBD: an app whose data lives on the NVMe drive, through the block
+    // server. 8 MiB of random data in, read back whole.
+    await g.waitConsole(/\[nbd\] nbd: listening/, 60_000);
+    const info = sh(`ip netns exec ${NS} nbdinfo ${NBD}`, 60_000);
+    assert.is(info.status, 0, info.out);
+    assert.match(info.out, /export-size: 134217728/);
+    assert.is(sh(`head -c ${8 << 20} /dev/urandom > ${nbdData}`).status, 0);
+    const put = sh(`ip netns exec ${NS} nbdcopy ${nbdData} ${NBD}`, 120_000);
+    assert.is(put.status, 0, put.out);
+    const back = join(dir, 'nbd-back.raw');
+    const get = sh(`ip netns exec ${NS} nbdcopy ${NBD} ${back}`, 120_000);
+    assert.is(get.status, 0, get.out);
+    assert.ok(readFileSync(back).subarray(0, 8 << 20).equals(readFileSync(nbdData)), 'what nbdcopy wrote reads back the same');
     // ...and the guest's: NIC and drive counters.
     const stats = g.ctl('stats');
     assert.ok(stats.nic.rx_frames > 0 && stats.nic.tx_bytes > 131072, JSON.stringify(stats.nic));
@@ -191,6 +210,9 @@ test('the guest boots under QEMU, serves HTTP through the network server and on 
     assert.is(drive.bytes, 256 << 20);
     assert.ok(drive.writes > 0 && drive.reads > 0, JSON.stringify(drive));
     assert.equal(drive.namespaces, [{ name: 'nbd', offset_mib: 64, mib: 128 }]);
+    const blk = stats.block;
+    assert.ok(blk.apps[0].name === 'nbd' && blk.apps[0].completed > 100 && blk.apps[0].errors === 0, JSON.stringify(blk.apps));
+    assert.ok(drive.writes > 0, 'the NVMe drive took the writes');
     const [eth0, eth1] = stats.guest.devices;
     assert.equal([eth0.driver, eth0.pci, eth0.mac], ['virtio_net', '0000:00:04.0', '52:54:00:00:20:10']);
     assert.equal([eth1.driver, eth1.pci], ['e1000', '0000:00:06.0']);
@@ -221,6 +243,12 @@ test('the guest boots under QEMU, serves HTTP through the network server and on 
   } finally {
     g.kill();
   }
+  // The nbd app's data is on the drive itself, at its namespace's offset.
+  const fd = openSync(nvme, 'r');
+  const onDrive = Buffer.alloc(8 << 20);
+  readSync(fd, onDrive, 0, onDrive.length, 64 << 20);
+  closeSync(fd);
+  assert.ok(onDrive.equals(readFileSync(nbdData)), 'the NVMe drive holds the data at 64 MiB');
 });
 
 test('the state on the NVMe drive is there on the next boot', async () => {
@@ -232,6 +260,12 @@ test('the state on the NVMe drive is there on the next boot', async () => {
     const log: string[] = g.ctl('log').log;
     assert.ok(log.some((l) => /^== stopped at/.test(l)), `the first boot's log: ${log.join('\n')}`);
     assert.ok(log.filter((l) => /^== boot at/.test(l)).length >= 2);
+    // The nbd app's data survived the reboot on the drive.
+    await g.waitConsole(/\[nbd\] nbd: listening/, 60_000);
+    const back = join(dir, 'nbd-again.raw');
+    const get = sh(`ip netns exec ${NS} nbdcopy ${NBD} ${back}`, 120_000);
+    assert.is(get.status, 0, get.out);
+    assert.ok(readFileSync(back).subarray(0, 8 << 20).equals(readFileSync(nbdData)), 'the data written before the reboot reads back');
     assert.match(g.ctl('shutdown').ok, /shutting down/);
     assert.is(await g.poweredOff(60_000), 0);
   } finally {
@@ -251,6 +285,16 @@ test('bad configurations give one clear line on the console and a clean power-of
       name: 'missing-cwasm',
       files: { 'etc/libretto/system.json': JSON.stringify({ ...baseSystem, apps: [{ ...baseSystem.apps[0], image: '/lib/libretto/kv.cwasm' }] }) },
       want: /^libretto guest: \/etc\/libretto\/system\.json: apps\[0\]\.image: \/lib\/libretto\/kv\.cwasm: no such file$/m,
+    },
+    {
+      name: 'over-state',
+      files: {
+        'etc/libretto/system.json': JSON.stringify({
+          ...baseSystem,
+          apps: baseSystem.apps.map((a: any) => (a.block ? { ...a, block: { ...a.block, namespaces: [{ ...a.block.namespaces[0], offset: '32M' }] } } : a)),
+        }),
+      },
+      want: /^libretto guest: \/etc\/libretto\/system\.json: apps\[2\]\.block\.namespaces\[0\]\.offset: 32 MiB is inside the drive's state filesystem \(the first 64 MiB\)$/m,
     },
     {
       name: 'small-drive',

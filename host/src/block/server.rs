@@ -8,7 +8,6 @@ use crate::manifest::{AppBlockSpec, Block};
 use crate::state::Ctx;
 use crate::supervise::{self, ServerControl, Supervised};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct BlockServer {
     pub service: Arc<BlockService>,
@@ -51,6 +50,13 @@ impl Supervised for BlockServer {
 
 /// Open (or make) the manifest's device.
 pub fn open_device(b: &Block) -> Result<Arc<Device>, String> {
+    let shown = b.device.display().to_string();
+    if crate::packet::is_pci_address(&shown) {
+        // A drive by PCI address: its block device.
+        let (name, _, _) = crate::guest::find_drive(&shown).map_err(|e| format!("block.device: {e}"))?;
+        let path = std::path::PathBuf::from(format!("/dev/{name}"));
+        return Device::open(DeviceConfig { path, read_only: false, direct: b.direct_io, queue_depth: b.queue_depth }).map_err(|e| format!("block.device {shown}: {e}"));
+    }
     if let Some(size) = b.create_size {
         if !b.device.exists() {
             let f = std::fs::File::create(&b.device).map_err(|e| format!("block.device {}: cannot create: {e}", b.device.display()))?;
