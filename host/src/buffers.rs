@@ -283,11 +283,62 @@ impl ByteQueue {
     }
 }
 
+/// Zeroed memory aligned to a page, so the block backend's O_DIRECT
+/// commands can read and write a buffer in place.
+pub struct AlignedBytes {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain memory, owned; access goes through the Buffer's mutex (the
+// block backend's in-flight I/O is the documented exception).
+unsafe impl Send for AlignedBytes {}
+unsafe impl Sync for AlignedBytes {}
+
+/// The alignment of every buffer's first byte.
+pub const BUFFER_ALIGN: usize = 4096;
+
+impl AlignedBytes {
+    fn zeroed(len: usize) -> Option<AlignedBytes> {
+        if len == 0 {
+            return Some(AlignedBytes { ptr: std::ptr::NonNull::dangling(), len: 0 });
+        }
+        let layout = std::alloc::Layout::from_size_align(len, BUFFER_ALIGN).ok()?;
+        // SAFETY: a non-zero size and a valid alignment.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        Some(AlignedBytes { ptr, len })
+    }
+}
+
+impl Drop for AlignedBytes {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: allocated in zeroed() with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), std::alloc::Layout::from_size_align(self.len, BUFFER_ALIGN).unwrap()) };
+        }
+    }
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len bytes (or dangling with len 0).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, exclusively borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
 /// A fixed-size region of host memory. Cloning shares the memory, so an
 /// in-flight block command keeps it alive after the component drops it.
 #[derive(Clone)]
 pub struct Buffer {
-    pub bytes: Arc<Mutex<Vec<u8>>>,
+    pub bytes: Arc<Mutex<AlignedBytes>>,
 }
 
 impl Buffer {
@@ -295,7 +346,16 @@ impl Buffer {
         if len > MAX_BYTES {
             return Err(BufError::NoMemory);
         }
-        Ok(Buffer { bytes: Arc::new(Mutex::new(vec![0u8; len as usize])) })
+        let bytes = AlignedBytes::zeroed(len as usize).ok_or(BufError::NoMemory)?;
+        Ok(Buffer { bytes: Arc::new(Mutex::new(bytes)) })
+    }
+
+    /// The address of byte `offset`, for I/O the kernel does in place. The
+    /// caller keeps a clone of the buffer until that I/O completes.
+    pub fn addr(&self, offset: usize) -> *mut u8 {
+        let b = self.bytes.lock().unwrap();
+        // SAFETY: callers check offset against len first.
+        unsafe { b.ptr.as_ptr().add(offset) }
     }
 
     pub fn len(&self) -> u32 {
