@@ -68,6 +68,7 @@ bench: setup build components images
 	@$(NODE) bench/nbd.mjs
 	@$(NODE) bench/mc.mjs
 	@$(NODE) bench/netpipe.mjs
+	@$(NODE) bench/kv.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
