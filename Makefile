@@ -22,6 +22,7 @@ help:
 	@echo "make bench       call and ring costs on both JS engines; as root also"
 	@echo "                 the TCP/IP stack over TAP beside Linux over veth;"
 	@echo "                 the block service beside fio's io_uring on one file"
+	@echo "                 the network server in TypeScript and in Rust (netbench, wrk, redis-benchmark)"
 	@echo "make image       the guest image: Debian's kernel + an initramfs with the host,"
 	@echo "                 precompiled components and a manifest (xen-host/README.md)"
 	@echo "make run-guest   boot the guest image under QEMU (NVMe drive, NICs on TAP; root)"
@@ -65,6 +66,7 @@ bench: setup build components images
 	@$(NODE) bench/system.mjs
 	@$(NODE) bench/switch.mjs
 	@$(NODE) bench/block.mjs
+	@$(NODE) bench/netserver.mjs
 	@$(NODE) bench/nbd.mjs
 	@$(NODE) bench/mc.mjs
 	@$(NODE) bench/netpipe.mjs

@@ -22,6 +22,7 @@ import { existsSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { buildRust, rustBuilds } from './build-rust-components.mjs';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const witDir = join(root, 'wit');
@@ -143,7 +144,13 @@ async function main() {
   await mkdir(cacheDir, { recursive: true });
   await mkdir(bundleDir, { recursive: true });
 
-  const components = await loadComponents(names);
+  // Rust components (components/*/rust-component.json) are built after the
+  // TypeScript ones by tools/build-rust-components.mjs; names may pick them.
+  const rust = await rustBuilds();
+  const isRust = (n) => rust.some((r) => r.name === n || r.crate === n);
+  const rustNames = names.filter(isRust);
+  const tsNames = names.filter((n) => !isRust(n));
+  const components = names.length > 0 && tsNames.length === 0 ? [] : await loadComponents(tsNames);
   const witHash = await hashTree(witDir);
   const versions = await toolVersions();
 
@@ -208,8 +215,10 @@ async function main() {
       while (queue.length) await buildOne(queue.shift());
     }),
   );
+  const rustFailed = !onlyBackend && (names.length === 0 || rustNames.length > 0) ? await buildRust(rustNames) : 0;
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   if (failed) fail(`${failed} of ${total} build(s) failed (${secs} s)`);
+  if (rustFailed) fail(`${rustFailed} Rust build(s) failed (${secs} s)`);
   console.log(`components ready in ${relative(root, outDir)}/ (${secs} s)`);
 }
 

@@ -16,6 +16,7 @@ mod block;
 mod buffers;
 mod codec;
 mod compose;
+mod conform;
 mod ctl;
 mod demo;
 mod engine;
@@ -59,6 +60,13 @@ commands:
                                   loss, duplication, reordering and delay
   guest run CONFIG | precompile OUT IN | ctl SOCKET COMMAND...
                                   libretto as a guest image (xen-host/README.md)
+  conform A.wasm B.wasm [--frames N] [--seed S]
+                                  feed two network servers the same seeded
+                                  frame mix; their decisions, replies and
+                                  counters must be the same
+  netbench [--components DIR] [--out DIR] [--quick] [--server NAME]
+                                  network servers (TypeScript, Rust) under the
+                                  Rust load generator: cost per frame, rates
   compose -o OUT SOCKET PLUG...   plug the PLUG components' exports into the
                                   SOCKET component's imports, write OUT
   help                            show this";
@@ -138,6 +146,8 @@ fn main() {
         }
         Some("bench") => bench::main(&args[1..]),
         Some("compose") => compose_cmd(&args[1..]),
+        Some("conform") => conform::main(&args[1..]),
+        Some("netbench") => conform::bench_main(&args[1..]),
         Some("app") => netcmd::app_main(&args[1..]),
         Some("wire") => netcmd::wire_main(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
