@@ -625,7 +625,7 @@ impl Forwarder {
         let thl = (h[l4_at + 12] >> 4) as i64 * 4;
         let seg_len = ip_total - ihl - thl + (flags & 0x02 != 0) as i64 + (flags & 0x01 != 0) as i64;
         let (nic_mac, shared) = (self.cfg.nic_mac, self.cfg.shared_ip);
-        let b = d.build(NIC_PORT, 54);
+        let b = d.build(f.port, 54); // back where it came from: the NIC, or an app on a hairpin
         Self::eth_reply(nic_mac, b, h, ETH_IPV4);
         Self::ip_header(&mut self.ip_ident, b, shared, u32_at(h, 26), PROTO_TCP, 20, true);
         let t = 34;
@@ -653,7 +653,7 @@ impl Forwarder {
         let quote = (ihl + 8).min(h.len() - 14);
         let (nic_mac, shared) = (self.cfg.nic_mac, self.cfg.shared_ip);
         let len = 14 + 20 + 8 + quote;
-        let b = d.build(NIC_PORT, len);
+        let b = d.build(f.port, len);
         Self::eth_reply(nic_mac, b, h, ETH_IPV4);
         Self::ip_header(&mut self.ip_ident, b, shared, u32_at(h, 26), PROTO_ICMP, 8 + quote, false);
         b[34] = 3;

@@ -450,7 +450,7 @@ export class Forwarder {
     b[t + 12] = 5 << 4;
     const pseudo = (this.cfg.sharedIp >>> 16) + (this.cfg.sharedIp & 0xffff) + u16(h, 26) + u16(h, 28) + PROTO_TCP + 20;
     putU16(b, t + 16, csum(b, t, t + 20, pseudo));
-    d.build(NIC_PORT, b);
+    d.build(f.port, b); // back where it came from: the NIC, or an app on a hairpin
     this.count('tcp.rst-sent');
   }
 
@@ -466,7 +466,7 @@ export class Forwarder {
     b[35] = 3;
     b.set(h.subarray(14, 14 + quote), 42);
     putU16(b, 36, csum(b, 34, b.length));
-    d.build(NIC_PORT, b);
+    d.build(f.port, b);
     this.count('icmp.unreachable-sent');
   }
 
