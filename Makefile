@@ -61,6 +61,7 @@ test: setup build components images
 	@$(NODE) tools/test-all.mjs
 
 bench: setup build components images
+	@bash tools/bench-setup.sh
 	@bin/libretto bench --components build/components --out bench/results
 	@$(NODE) bench/stack.mjs
 	@$(NODE) bench/system.mjs
@@ -71,6 +72,7 @@ bench: setup build components images
 	@$(NODE) bench/mc.mjs
 	@$(NODE) bench/netpipe.mjs
 	@$(NODE) bench/kv.mjs
+	@$(NODE) bench/httpd.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
