@@ -678,6 +678,10 @@ impl Forwarder {
             let total = u16_at(h, 16) as usize;
             let ihl = (h[14] & 0xf) as usize * 4;
             let icmp_len = total - ihl; // total >= ihl was checked
+            // Shorter than an echo header (Ethernet padding can hide that): malformed.
+            if icmp_len < 8 {
+                return self.drop(d, f, Drop::Malformed);
+            }
             if h.len() < l4_at + icmp_len || (f.len as usize) < l4_at + icmp_len {
                 // Larger than the head: cannot echo what we do not hold.
                 return self.drop(d, f, Drop::Unsupported);
@@ -687,8 +691,6 @@ impl Forwarder {
             Self::eth_reply(nic_mac, b, h, ETH_IPV4);
             Self::ip_header(&mut self.ip_ident, b, shared, u32_at(h, 26), PROTO_ICMP, icmp_len, false);
             b[34..34 + icmp_len].copy_from_slice(&h[l4_at..l4_at + icmp_len]);
-            // A reply shorter than an ICMP header: these writes fall off its
-            // end, as they do in a typed array.
             put(b, 34, 0);
             put_u16(b, 36, 0);
             let c = csum(b, 34, 34 + icmp_len, 0);

@@ -476,6 +476,8 @@ export class Forwarder {
     const total = u16(h, 16);
     const ihl = (h[14] & 0xf) * 4;
     const icmpLen = total - ihl;
+    // Shorter than an echo header (Ethernet padding can hide that): malformed.
+    if (icmpLen < 8) return this.drop(d, f, 'malformed');
     if (h.length < l4At + icmpLen || f.len < l4At + icmpLen) {
       // Larger than the head: cannot echo what we do not hold.
       return this.drop(d, f, 'unsupported');
