@@ -30,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lineChart } from './svg.mjs';
+import { sh, has, started } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.argv.includes('--quick');
@@ -37,13 +38,6 @@ const SECS = Number(process.env.LIBRETTO_BENCH_SECONDS ?? (quick ? 2 : 3));
 const SIZES = (process.env.LIBRETTO_BENCH_SIZES ?? (quick ? '4,128' : '4,16,64,128')).split(',').map(Number);
 const ROUNDS = Number(process.env.LIBRETTO_BENCH_ROUNDS ?? 1);
 const CONCURRENCY = [1, 10, 30, 60];
-
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 
 if (process.getuid?.() !== 0) {
   console.log('bench/httpd.mjs: skipped: needs root for TAP devices, a bridge and a veth pair (run make bench as root)');
@@ -115,21 +109,6 @@ process.on('exit', () => {
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
-function started(proc, re, what) {
-  return new Promise((ok, fail) => {
-    let out = '';
-    const timer = setTimeout(() => fail(new Error(`${what} did not start: ${out}`)), 90_000);
-    const on = (d) => {
-      out += d;
-      if (re.test(out)) {
-        clearTimeout(timer);
-        ok();
-      }
-    };
-    proc.stdout.on('data', on);
-    proc.stderr.on('data', on);
-  });
-}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const dir = mkdtempSync(join(tmpdir(), 'libretto-httpd-bench-'));

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { barChart } from './svg.mjs';
+import { sh, has } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const N = Number(process.env.KV_BENCH_N ?? 100000);
@@ -24,7 +25,6 @@ if (process.getuid?.() !== 0) {
   console.log('bench/kv.mjs: skipped: needs root for TAP devices, a bridge and a network namespace (run make bench as root)');
   process.exit(0);
 }
-const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 if (!has('redis-benchmark')) {
   console.log('bench/kv.mjs: skipped: needs redis-benchmark (redis-tools, tools/debian-packages.txt)');
   process.exit(0);
@@ -37,11 +37,6 @@ for (const f of ['build/images/kv.wasm', 'build/components/network-server.wasm',
 }
 const redisServer = ['redis-server', '/usr/bin/redis-server', '/usr/sbin/redis-server'].find((p) => has(p));
 
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
 const cleanup = () =>
   sh('ip link del lkvbn0 2>/dev/null; ip link del lkvbd0 2>/dev/null; ip link del lkvbbr 2>/dev/null; ip netns del lkvbns 2>/dev/null; ip link del lkvbv0 2>/dev/null', true);
 cleanup();

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { barChart } from './svg.mjs';
+import { sh, has, started } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.argv.includes('--quick');
@@ -30,13 +31,6 @@ const SECS = Number(process.env.LIBRETTO_BENCH_SECONDS ?? (quick ? 4 : 10));
 const ROUNDS = Number(process.env.LIBRETTO_BENCH_ROUNDS ?? (quick ? 1 : 3));
 const THREADS = 2;
 const CONCURRENCY = 32;
-
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 
 if (process.getuid?.() !== 0) {
   console.log('bench/mc.mjs: skipped: needs root for TAP devices and a veth pair (run make bench as root)');
@@ -57,22 +51,6 @@ process.on('exit', () => {
   cleanup();
 });
 process.on('SIGINT', () => process.exit(130));
-
-function started(proc, re, what) {
-  return new Promise((ok, fail) => {
-    let out = '';
-    const timer = setTimeout(() => fail(new Error(`${what} did not start: ${out}`)), 90_000);
-    const on = (d) => {
-      out += d;
-      if (re.test(out)) {
-        clearTimeout(timer);
-        ok();
-      }
-    };
-    proc.stdout.on('data', on);
-    proc.stderr.on('data', on);
-  });
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'libretto-mc-bench-'));
 const image = join(root, 'build/images/mc.wasm');

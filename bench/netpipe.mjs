@@ -23,17 +23,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lineChart } from './svg.mjs';
+import { sh, has, started } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.argv.includes('--quick');
 const BOUND = quick ? ['-u', '131072'] : [];
-
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 
 if (process.getuid?.() !== 0) {
   console.log('bench/netpipe.mjs: skipped: needs root for TAP devices and a veth pair (run make bench as root)');
@@ -54,22 +48,6 @@ process.on('exit', () => {
   cleanup();
 });
 process.on('SIGINT', () => process.exit(130));
-
-function started(proc, re, what) {
-  return new Promise((ok, fail) => {
-    let out = '';
-    const timer = setTimeout(() => fail(new Error(`${what} did not start: ${out}`)), 90_000);
-    const on = (d) => {
-      out += d;
-      if (re.test(out)) {
-        clearTimeout(timer);
-        ok();
-      }
-    };
-    proc.stdout.on('data', on);
-    proc.stderr.on('data', on);
-  });
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'libretto-netpipe-bench-'));
 const image = join(root, 'build/images/netpipe.wasm');

@@ -12,17 +12,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sh } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BYTES = Number(process.env.LIBRETTO_BENCH_BYTES ?? 512 << 20);
 const PINGS = Number(process.env.LIBRETTO_BENCH_PINGS ?? 5000);
 const ROUNDS = Number(process.env.LIBRETTO_BENCH_ROUNDS ?? 3);
-
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
 
 if (process.getuid?.() !== 0) {
   console.log('bench/stack.mjs: skipped: needs root for the TAP device and the veth pair (run make bench as root)');

@@ -14,16 +14,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
 import { barChart, lineChart } from './svg.mjs';
+import { sh } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 if (process.getuid?.() !== 0) {
   console.log('bench/switch.mjs: skipped: needs root for TAP devices and a bridge (run make bench as root)');
   process.exit(0);
-}
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
 }
 const devs = ['lbbn0', 'lbbda', 'lbbdb'];
 const cleanup = () => sh(`${devs.map((d) => `ip link del ${d} 2>/dev/null;`).join(' ')} ip link del lbbbr 2>/dev/null`, true);

@@ -16,6 +16,7 @@ import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sh } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BYTES = Number(process.env.LIBRETTO_BENCH_BYTES ?? 256 << 20);
@@ -23,12 +24,6 @@ const PINGS = Number(process.env.LIBRETTO_BENCH_PINGS ?? 3000);
 const ROUNDS = Number(process.env.LIBRETTO_BENCH_ROUNDS ?? 3);
 const APP = process.env.LIBRETTO_BENCH_APP ?? join(root, 'build/components/netapp.wasm');
 const SERVER = process.env.LIBRETTO_BENCH_SERVER ?? join(root, 'build/components/network-server.wasm');
-
-function sh(cmd, quiet = false) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0 && !quiet) throw new Error(`${cmd}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
 
 if (process.getuid?.() !== 0) {
   console.log('bench/system.mjs: skipped: needs root for TAP devices and a veth pair (run make bench as root)');
