@@ -51,6 +51,7 @@ process.on('exit', () => {
   cleanup();
 });
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const dir = mkdtempSync(join(tmpdir(), 'libretto-mc-bench-'));
 const image = join(root, 'build/images/mc.wasm');

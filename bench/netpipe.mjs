@@ -48,6 +48,7 @@ process.on('exit', () => {
   cleanup();
 });
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const dir = mkdtempSync(join(tmpdir(), 'libretto-netpipe-bench-'));
 const image = join(root, 'build/images/netpipe.wasm');
