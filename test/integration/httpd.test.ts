@@ -8,7 +8,10 @@
  * the app's 8 KiB limit (431) each get an error and a closed connection;
  * a request sent one byte per segment is served; pipelined requests are
  * answered in order; abrupt disconnects mid-request and mid-response
- * leave the image serving, and `ctl apps` says it is still running.
+ * leave the image serving, and `ctl apps` says it is still running;
+ * the timeouts (set short here): a header not whole in time gets 408 and
+ * a close, an idle keep-alive connection and a client that stops reading
+ * are closed, and a connection in use is not.
  *
  * Needs root (TAP device) and wrk: skipped outside CI without them, a
  * failure under CI.
@@ -31,6 +34,10 @@ const PORT = 80;
 const SIZES = [4, 16, 64, 128];
 const CONCURRENCY = [1, 10, 30, 60];
 const SECS = 2;
+/** Short timeouts, so the test of them is quick (httpd's own are nginx's: 60, 75, 60 s). */
+const HEADER_TIMEOUT_S = 3;
+const KEEPALIVE_TIMEOUT_S = 4;
+const SEND_TIMEOUT_S = 4;
 
 /** Installs wrk when missing and root (make test does it through tools/setup.sh). */
 function hasWrk(): boolean {
@@ -62,7 +69,14 @@ async function boot() {
       nic: { tap: TAP, mac: '02:00:00:00:65:21' },
       shared_ip: `${IP}/24`,
       network_server: component('network-server.wasm'),
-      apps: [{ name: 'web', image: join(ROOT, 'build/images/httpd.wasm'), ports: { tcp: [PORT] }, args: { port: PORT } }],
+      apps: [
+        {
+          name: 'web',
+          image: join(ROOT, 'build/images/httpd.wasm'),
+          ports: { tcp: [PORT] },
+          args: { port: PORT, header_timeout_s: HEADER_TIMEOUT_S, keepalive_timeout_s: KEEPALIVE_TIMEOUT_S, send_timeout_s: SEND_TIMEOUT_S },
+        },
+      ],
     }),
   );
   const proc = spawn(BIN, ['run', manifest], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -115,12 +129,16 @@ class Client {
   sock: net.Socket;
   buf = Buffer.alloc(0);
   closed = false;
+  closedAt = 0;
   error = '';
   constructor() {
     this.sock = net.connect(PORT, IP);
     this.sock.setNoDelay(true);
     this.sock.on('data', (d) => (this.buf = Buffer.concat([this.buf, d])));
-    this.sock.on('close', () => (this.closed = true));
+    this.sock.on('close', () => {
+      this.closed = true;
+      this.closedAt = Date.now();
+    });
     this.sock.on('error', (e: NodeJS.ErrnoException) => (this.error = e.code ?? e.message));
   }
   static async open(): Promise<Client> {
@@ -447,6 +465,51 @@ test('abrupt disconnects mid-request and mid-response leave the image serving; c
   const out = w.stdout + w.stderr;
   assert.not.match(out, /Socket errors|Non-2xx/, out);
   assert.match(out, /[1-9]\d* requests in/, out);
+  assertRunning();
+});
+
+test('timeouts: a slow header gets 408 and a close, idle and stuck connections are closed, a busy one is not', async () => {
+  if (skipOrFail()) return;
+  const t0 = Date.now();
+  // A header that never ends.
+  const slow = await Client.open();
+  slow.send('GET /4k HTTP/1.1\r\nHost: x\r\n');
+  // A keep-alive connection left idle after one request.
+  const idle = await Client.open();
+  idle.send('GET /4k HTTP/1.1\r\nHost: x\r\n\r\n');
+  await wait(idle, 1);
+  const idleSince = Date.now();
+  // A client that asks for much more than the windows hold and reads nothing.
+  const stuck = await Client.open();
+  stuck.sock.pause();
+  const asked = 200;
+  stuck.send('GET /128k HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(asked));
+  // A connection in use: a request a second for longer than every timeout.
+  const busy = await Client.open();
+  for (let i = 0; i < KEEPALIVE_TIMEOUT_S + 3; i++) {
+    busy.buf = Buffer.alloc(0);
+    busy.send('GET /4k HTTP/1.1\r\nHost: x\r\n\r\n');
+    const [r] = await wait(busy, 1);
+    assert.is(r.status, 200);
+    await sleep(1000);
+  }
+  assert.not.ok(busy.closed, 'a connection in use is not timed out');
+  busy.end();
+
+  await slow.until(() => slow.closed, 'the close after the header timeout', 15_000);
+  const slowAfter = (slow.closedAt - t0) / 1000;
+  assert.ok(slowAfter >= HEADER_TIMEOUT_S - 0.2 && slowAfter < HEADER_TIMEOUT_S + 3, `closed ${slowAfter} s after the first header bytes`);
+  const [r] = responses(slow.buf, 1) ?? [];
+  assert.ok(r, `a response before the close: ${JSON.stringify(slow.buf.toString('latin1'))}`);
+  assert.is(r.status, 408);
+  assert.is(r.headers.get('connection'), 'close');
+  await idle.until(() => idle.closed, 'the close of the idle keep-alive connection', 15_000);
+  const idleAfter = (idle.closedAt - idleSince) / 1000;
+  assert.ok(idleAfter >= KEEPALIVE_TIMEOUT_S - 0.2 && idleAfter < KEEPALIVE_TIMEOUT_S + 3, `closed ${idleAfter} s after its last response`);
+  // The stuck client reads at last: it gets less than it asked for, then the end.
+  stuck.sock.resume();
+  await stuck.until(() => stuck.closed, 'the close of the connection whose client stopped reading', 30_000);
+  assert.ok(stuck.buf.length < asked * 131072, `the stuck connection was cut short (${stuck.buf.length} bytes)`);
   assertRunning();
 });
 

@@ -7,12 +7,18 @@ import * as epoll from 'libretto:posix/epoll@0.1.0';
 import * as io from 'libretto:posix/io@0.1.0';
 import * as socket from 'libretto:posix/socket@0.1.0';
 import * as host from 'libretto:io/host@0.1.0';
+import * as clock from 'libretto:posix/clock@0.1.0';
 import { u64, num } from '../../lib/abi.ts';
 
 /** The errno name a failed call threw, or null if it was not an errno. */
 export function errno(e: unknown): string | null {
   const p = (e as { payload?: unknown })?.payload ?? e;
   return typeof p === 'string' ? p : null;
+}
+
+/** Milliseconds on the monotonic clock (clock_gettime(CLOCK_MONOTONIC)). */
+export function nowMs(): number {
+  return num(clock.monotonicNow() as bigint | number) / 1e6;
 }
 
 export function isAgain(e: unknown): boolean {
@@ -39,7 +45,9 @@ export interface Handler {
   onReadable?(fd: number): void;
   /** A connection can take more output. */
   onWritable?(fd: number): void;
-  /** After each batch of events: the place to submit work gathered from them in one call. */
+  /** Before each batch of events is handled, and after each idle wait (at least once a second). */
+  beforeEvents?(): void;
+  /** After each batch of events, and after each idle wait: the place to submit work gathered from them in one call. */
   afterEvents?(): void;
 }
 
@@ -97,6 +105,7 @@ export class EventLoop {
       const events = epoll.wait(this.ep, 256, 1000);
       // Ask whether to stop when idle, and every 1024 turns under load.
       if ((events.length === 0 || (turn & 1023) === 0) && host.stopping()) return;
+      h.beforeEvents?.();
       if (events.length === 0) {
         h.afterEvents?.();
         continue;

@@ -6,11 +6,21 @@
  *
  * It serves generated files of the sizes the LibrettOS paper used:
  * /4k, /8k, /16k, /32k, /64k, /128k (and / as a small index page).
- * Arguments: port=PORT (default 80).
+ *
+ * Timeouts, as nginx has them, so an idle or slow client cannot hold a
+ * connection for ever: a request whose header has not arrived whole
+ * within `header_timeout_s` of its first byte gets 408 and a close
+ * (nginx's client_header_timeout); a keep-alive connection idle for
+ * `keepalive_timeout_s` is closed (keepalive_timeout); a response the
+ * client has not taken a byte of for `send_timeout_s` is dropped with the
+ * connection (send_timeout).
+ *
+ * Arguments: port=PORT (default 80), header_timeout_s (60),
+ * keepalive_timeout_s (75), send_timeout_s (60).
  */
 import * as zerocopy from 'libretto:posix/zerocopy@0.1.0';
 import { u64 } from '../../lib/abi.ts';
-import { errno, EventLoop, host, io, isAgain, listenTcp, socket } from '../../apps/lib/posix.ts';
+import { errno, EventLoop, host, io, isAgain, listenTcp, nowMs, socket } from '../../apps/lib/posix.ts';
 import { parseRequest } from './http.ts';
 import { latin1 } from '../../lib/text.ts';
 
@@ -36,9 +46,13 @@ interface Conn {
   out: Out[];
   wantOut: boolean;
   closeAfter: boolean;
+  /** When the connection last made progress (ms): a read, or output taken. */
+  lastActive: number;
+  /** When the first byte of the request now buffered arrived (ms); -1 if none is. */
+  requestSince: number;
 }
 
-const stats = { accepted: 0, requests: 0, bytes: 0, errors: 0, closed: 0 };
+const stats = { accepted: 0, requests: 0, bytes: 0, errors: 0, closed: 0, timeouts: 0 };
 const enc = { encode: latin1 };
 
 function makeFile(size: number): File {
@@ -72,6 +86,17 @@ export const server = {
   run() {
     const args = new Map(host.args());
     const port = Number(args.get('port') ?? 80);
+    const seconds = (name: string, dflt: number): number => {
+      const v = Number(args.get(name) ?? dflt);
+      if (!(v > 0)) {
+        host.log(`httpd: ${name}=${args.get(name)} is not a number of seconds above 0; using ${dflt}`);
+        return dflt * 1000;
+      }
+      return v * 1000;
+    };
+    const headerTimeout = seconds('header_timeout_s', 60);
+    const keepaliveTimeout = seconds('keepalive_timeout_s', 75);
+    const sendTimeout = seconds('send_timeout_s', 60);
     const files = buildFiles();
     const loop = new EventLoop();
     let lfd: number;
@@ -85,6 +110,9 @@ export const server = {
     loop.listen(lfd);
     host.log(`httpd: listening on port ${port}; files ${[...files.keys()].join(' ')}`);
     const conns = new Map<number, Conn>();
+    /** The clock, read once per batch of events. */
+    let now = nowMs();
+    let lastSweep = now;
 
     const close = (c: Conn) => {
       conns.delete(c.fd);
@@ -97,7 +125,9 @@ export const server = {
         const o = c.out[0];
         try {
           if (o.head && o.off < o.head.length) {
-            o.off += io.write(c.fd, o.off === 0 ? o.head : o.head.subarray(o.off));
+            const wrote = io.write(c.fd, o.off === 0 ? o.head : o.head.subarray(o.off));
+            if (wrote > 0) c.lastActive = now;
+            o.off += wrote;
             if (o.off < o.head.length) break;
             if (o.file) o.off = o.head.length;
           }
@@ -105,6 +135,7 @@ export const server = {
             const start = o.off - (o.head?.length ?? 0);
             if (start < o.file.len) {
               const n = zerocopy.sendfile(c.fd, o.file.fd, start, o.file.len - start);
+              if (n > 0) c.lastActive = now;
               o.off += n;
               stats.bytes += n;
               if (start + n < o.file.len) break;
@@ -173,7 +204,9 @@ export const server = {
           c.inbuf = bigger;
         }
         c.inbuf.set(data, c.inlen);
+        if (c.inlen === 0) c.requestSince = now;
         c.inlen += data.length;
+        c.lastActive = now;
         if (data.length < 65536) break;
       }
       // Every complete request in the buffer, in order (pipelining).
@@ -200,11 +233,48 @@ export const server = {
       if (at > 0) {
         c.inbuf.copyWithin(0, at, c.inlen);
         c.inlen -= at;
+        // What is left is the start of the next request, which arrived now.
+        c.requestSince = c.inlen > 0 ? now : -1;
       }
       flush(c);
     };
 
+    /** Close what has timed out; a request still arriving gets 408 first. */
+    const sweep = () => {
+      for (const c of [...conns.values()]) {
+        if (c.out.length > 0) {
+          if (now - c.lastActive >= sendTimeout) {
+            stats.timeouts++;
+            close(c);
+          }
+        } else if (c.inlen > 0 && c.requestSince >= 0) {
+          if (now - c.requestSince >= headerTimeout && !c.closeAfter) {
+            stats.timeouts++;
+            const body = enc.encode('request timeout\n');
+            c.out.push({ head: concat(header(408, 'Request Timeout', 'text/plain', body.length, false), body), off: 0 });
+            c.closeAfter = true;
+            c.inlen = 0;
+            c.requestSince = -1;
+            c.lastActive = now;
+            flush(c);
+          }
+        } else if (now - c.lastActive >= keepaliveTimeout) {
+          stats.timeouts++;
+          close(c);
+        }
+      }
+    };
+
     loop.run({
+      beforeEvents() {
+        now = nowMs();
+      },
+      afterEvents() {
+        if (now - lastSweep >= 500) {
+          lastSweep = now;
+          sweep();
+        }
+      },
       onAccept(fd) {
         for (;;) {
           let cfd: number;
@@ -217,7 +287,7 @@ export const server = {
           stats.accepted++;
           io.setNonblocking(cfd, true);
           socket.setsockopt(cfd, 'tcp-nodelay', 1);
-          conns.set(cfd, { fd: cfd, inbuf: new Uint8Array(4096), inlen: 0, out: [], wantOut: false, closeAfter: false });
+          conns.set(cfd, { fd: cfd, inbuf: new Uint8Array(4096), inlen: 0, out: [], wantOut: false, closeAfter: false, lastActive: now, requestSince: -1 });
           loop.watch(cfd);
           onReadable(cfd);
         }

@@ -499,3 +499,10 @@ export const epoll = {
     return out;
   },
 };
+
+export const clock = {
+  /** The stack's clock: the host's monotonic nanoseconds. */
+  monotonicNow() {
+    return sockets.now();
+  },
+};
