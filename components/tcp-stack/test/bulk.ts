@@ -2,7 +2,7 @@
  * Bulk transfer between two stacks on a harness wire: each side sends
  * `bytes` of a seeded pattern and checks, byte for byte, what it receives.
  */
-import { pair, B_IP, rng, type WireOptions } from './harness.ts';
+import { pair, B_IP, rng, type Wire, type WireOptions } from './harness.ts';
 import type { TcpConnection } from '../src/socket/tcp.ts';
 import type { StackConfig, TcpListener } from '../src/stack.ts';
 
@@ -27,10 +27,13 @@ export interface BulkResult {
   bToA: number;
   wire: { delivered: number; dropped: number; duplicated: number; reordered: number };
   counters: Record<string, number>;
+  /** Segments that took the receive fast path, both stacks. */
+  rxFast: number;
 }
 
-export function bulk(opts: WireOptions, bytes: number, tune: (c: StackConfig) => void = () => {}, limitNs = 600e9): BulkResult {
+export function bulk(opts: WireOptions, bytes: number, tune: (c: StackConfig) => void = () => {}, limitNs = 600e9, observe: (w: Wire) => void = () => {}): BulkResult {
   const { wire, a, b } = pair(opts, tune);
+  observe(wire);
   const toB = pattern(opts.seed * 7 + 1, bytes);
   const toA = pattern(opts.seed * 7 + 2, bytes);
   const l = b.stack.tcpListen(5001, 8) as TcpListener;
@@ -91,5 +94,6 @@ export function bulk(opts: WireOptions, bytes: number, tune: (c: StackConfig) =>
     bToA: aGot,
     wire: { delivered: wire.delivered, dropped: wire.dropped, duplicated: wire.duplicated, reordered: wire.reordered },
     counters,
+    rxFast: a.stack.rxFast + b.stack.rxFast,
   };
 }
