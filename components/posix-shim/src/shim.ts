@@ -30,10 +30,13 @@ type Errno =
   | 'enobufs' | 'eopnotsupp' | 'ebadf' | 'emfile' | 'enoent' | 'eexist' | 'eio' | 'enospc' | 'erofs' | 'eintr'
   | 'enosys' | 'efault' | 'enotsock' | 'enotdir' | 'eisdir' | 'efbig';
 
-class PosixError extends Error {
-  constructor(readonly payload: Errno) {
-    super(payload);
-  }
+/**
+ * Not an Error: an Error captures a backtrace when made, which costs an
+ * interpreter microseconds on every EAGAIN; the component glue needs only
+ * `payload`.
+ */
+class PosixError {
+  constructor(readonly payload: Errno) {}
 }
 
 function fail(e: Errno): never {

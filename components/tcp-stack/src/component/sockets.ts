@@ -26,10 +26,13 @@ type ErrorCode =
   | 'no-buffers' | 'not-supported' | 'bad-socket';
 
 /** Raised out of a WIT function as its `error-code`. */
-class SocketError extends Error {
-  constructor(readonly payload: ErrorCode) {
-    super(payload);
-  }
+/**
+ * Not an Error: an Error captures a backtrace when made, which costs an
+ * interpreter microseconds on every EAGAIN; the component glue needs only
+ * `payload`.
+ */
+class SocketError {
+  constructor(readonly payload: ErrorCode) {}
 }
 
 function fail(code: ErrorCode): never {
@@ -507,10 +510,13 @@ const NOTHING = { readable: false, writable: false, hangup: false, error: false 
 const STORAGE_HANDLE = 65535;
 
 /** Raised out of `storage.submit` as its `submit-error`. */
-class StorageError extends Error {
-  constructor(readonly payload: string) {
-    super(payload);
-  }
+/**
+ * Not an Error: an Error captures a backtrace when made, which costs an
+ * interpreter microseconds on every EAGAIN; the component glue needs only
+ * `payload`.
+ */
+class StorageError {
+  constructor(readonly payload: string) {}
 }
 
 type Opcode = 'read' | 'write' | 'flush' | 'deallocate' | 'write-zeroes';
