@@ -10,10 +10,12 @@
  *    2^31 arrives wrong when it is a flat parameter or record field, and
  *    exactly inside a list. u64 is a BigInt both ways.
  *
- * So component code keeps every u64 as a number (times in ns since host
- * start, stream offsets: both below 2^53) and converts at the boundary with
- * these helpers; WIT never passes a u32 that can reach 2^31 out of JS except
- * inside a list.
+ * So component code keeps every u64 as a number and converts at the
+ * boundary with these helpers; WIT never passes a u32 that can reach 2^31
+ * out of JS except inside a list. Stream offsets stay below 2^53. Times
+ * (ns since the host started) pass 2^53 after 104 days: from then on they
+ * arrive rounded to a double (to 2 ns, 4 ns, ...), which timers do not
+ * notice, and no sentinel may sit at 2^53 (NO_DEADLINE is far above).
  */
 
 export const BACKEND: string = typeof __LIBRETTO_BACKEND__ === 'string' ? __LIBRETTO_BACKEND__ : 'node';
@@ -38,5 +40,9 @@ export function u32in(x: number): number {
   return x >>> 0;
 }
 
-/** The largest u64 deadline: "no deadline". */
-export const NO_DEADLINE: U64 = IS_QUICKJS ? 2 ** 53 : 2n ** 64n - 1n;
+/**
+ * "No deadline": u64's largest value where the engine passes it, else 2^62
+ * (a double QuickJS lowers exactly; 146 years of host uptime), never 2^53,
+ * which a host's clock reaches after 104 days.
+ */
+export const NO_DEADLINE: U64 = IS_QUICKJS ? 2 ** 62 : 2n ** 64n - 1n;

@@ -115,6 +115,13 @@ fn compose_cmd(args: &[String]) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = state::clock_offset() {
+        eprintln!("libretto: {e}");
+        std::process::exit(2);
+    }
+    if state::clock_offset() != Ok(0) {
+        eprintln!("libretto: components' clocks start at {} ns (LIBRETTO_CLOCK_OFFSET_NS)", state::clock_offset().unwrap_or(0));
+    }
     let code = match args.first().map(String::as_str) {
         Some("run") if args.len() == 2 && !args[1].starts_with("--") => system::main(&args[1..]),
         Some("run") => match components_dir(&args[1..]) {

@@ -22,8 +22,25 @@ pub fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Where every component's clock starts (`now`, in ns). Zero unless
+/// `LIBRETTO_CLOCK_OFFSET_NS` says otherwise: tests start it past 2^53 (a
+/// host up 104 days) to run whole systems with times that a JavaScript
+/// number no longer holds to the nanosecond.
+pub fn clock_offset() -> Result<u64, String> {
+    static OFFSET: OnceLock<Result<u64, String>> = OnceLock::new();
+    OFFSET
+        .get_or_init(|| match std::env::var("LIBRETTO_CLOCK_OFFSET_NS") {
+            Err(_) => Ok(0),
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n <= u64::MAX / 2 => Ok(n),
+                _ => Err(format!("LIBRETTO_CLOCK_OFFSET_NS={v}: not a number of nanoseconds from 0 to 2^63")),
+            },
+        })
+        .clone()
+}
+
 pub fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
+    clock_offset().unwrap_or(0) + epoch().elapsed().as_nanos() as u64
 }
 
 /// A component's place in the portmap.

@@ -245,11 +245,14 @@ test('abi: u32 out of JavaScript as a flat parameter or record field (QuickJS on
   assertEq(probeHost.showWide({ a32: u32(U32_MAX), b64: u64(7), ip: [255, 255, 255, 255], mac: u64(1) }), `${U32_MAX} 7 255.255.255.255 1`, 'record');
 });
 
-test('abi: u64 both ways, exact to 2^53 on every engine and to 2^64-1 on StarlingMonkey', () => {
-  for (const x of [0, 1, 2 ** 32, 2 ** 53]) {
-    assertEq(probeHost.showU64(u64(x)), String(x), `show-u64 ${x}`);
-    assertEq(num(probeHost.giveU64(String(x))), x, `give-u64 ${x}`);
+test('abi: u64 both ways, exact to 2^53 and for doubles up to 2^62 (NO_DEADLINE) on every engine, to 2^64-1 on StarlingMonkey', () => {
+  // 2^53 + 2 and 2^62 are doubles: a time past 104 days, and QuickJS's NO_DEADLINE.
+  for (const x of [0, 1, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 2 ** 62]) {
+    assertEq(probeHost.showU64(u64(x)), BigInt(x).toString(), `show-u64 ${x}`);
+    assertEq(num(probeHost.giveU64(BigInt(x).toString())), x, `give-u64 ${x}`);
   }
+  // Into JavaScript a u64 that is no double arrives as the nearest one.
+  assertEq(num(probeHost.giveU64('9007199254740993')), 2 ** 53, 'give-u64 2^53 + 1 rounds');
   if (!IS_QUICKJS) {
     assertEq(probeHost.showU64(2n ** 64n - 1n), '18446744073709551615', 'show-u64 max');
     assertEq(probeHost.giveU64('18446744073709551615'), 2n ** 64n - 1n, 'give-u64 max');
