@@ -23,6 +23,7 @@ help:
 	@echo "                 the TCP/IP stack over TAP beside Linux over veth;"
 	@echo "                 the block service beside fio's io_uring on one file"
 	@echo "                 the network server in TypeScript and in Rust (netbench, wrk, redis-benchmark)"
+	@echo "                 the guest under QEMU beside nginx and nbdkit in the same guest (builds the image)"
 	@echo "make image       the guest image: Debian's kernel + an initramfs with the host,"
 	@echo "                 precompiled components and a manifest (xen-host/README.md)"
 	@echo "make run-guest   boot the guest image under QEMU (NVMe drive, NICs on TAP; root)"
@@ -73,6 +74,7 @@ bench: setup build components images
 	@$(NODE) bench/netpipe.mjs
 	@$(NODE) bench/kv.mjs
 	@$(NODE) bench/httpd.mjs
+	@$(NODE) bench/guest.mjs
 
 # The host as a bootable guest (xen-host/): build/guest/vmlinuz and initrd.img.
 image: setup build components images
