@@ -12,6 +12,11 @@
 //! - `PACKET_IGNORE_OUTGOING`: what libretto sends is not read back;
 //! - `PACKET_QDISC_BYPASS`: frames go straight to the driver's queue;
 //! - promiscuous membership: apps with MACs of their own receive too;
+//! - a socket filter (classic BPF) that lets in only frames to libretto's
+//!   own MACs on the device and to group (broadcast, multicast) addresses:
+//!   in promiscuous mode the kernel would otherwise hand over every frame on
+//!   the wire (another host's unicast, or Linux's own on a shared NIC), and
+//!   the network server would read and drop each in JavaScript;
 //! - the interface is brought up, its MTU set to the manifest's, and the
 //!   kernel's own IPv6 on it switched off, so Linux stays silent on the wire
 //!   (it has no address there, so it answers nothing).
@@ -171,8 +176,39 @@ fn configure(fd: &OwnedFd, dev: &str, mtu: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Open an AF_PACKET socket on the device `spec` names, configured as above.
-fn open_socket(spec: &str, mtu: u32) -> Result<(NetDevice, OwnedFd), String> {
+/// The most MACs the filter holds (its jumps are 8-bit); past that, no filter.
+const FILTER_MAX_MACS: usize = 60;
+
+/// A classic BPF program that accepts a frame whose destination is a group
+/// address (the I/G bit of the first byte) or one of `macs`, and drops the
+/// rest; None when there are too many MACs for one program.
+fn mac_filter(macs: &[u64]) -> Option<Vec<libc::sock_filter>> {
+    use libc::{BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let n = macs.len();
+    if n > FILTER_MAX_MACS {
+        return None;
+    }
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |code: u32, k: u32, jt: usize, jf: usize| libc::sock_filter { code: code as u16, jt: jt as u8, jf: jf as u8, k };
+    // Instruction indices: 0 and 1 test the group bit, four per MAC from 2,
+    // then reject at 4n + 2 and accept at 4n + 3. Jumps count from the next.
+    let accept = 4 * n + 3;
+    let mut p = vec![stmt(BPF_LD | BPF_W | BPF_ABS, 0), jump(BPF_JMP | BPF_JSET | BPF_K, 0x0100_0000, accept - 2, 0)];
+    for (i, &mac) in macs.iter().enumerate() {
+        let last = 2 + 4 * i + 3;
+        p.push(stmt(BPF_LD | BPF_W | BPF_ABS, 0));
+        p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, (mac >> 16) as u32, 0, 2));
+        p.push(stmt(BPF_LD | BPF_H | BPF_ABS, 4));
+        p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, (mac & 0xffff) as u32, accept - (last + 1), 0));
+    }
+    p.push(stmt(BPF_RET | BPF_K, 0));
+    p.push(stmt(BPF_RET | BPF_K, u32::MAX));
+    Some(p)
+}
+
+/// Open an AF_PACKET socket on the device `spec` names, configured as
+/// above, taking frames to `macs` and to group addresses only.
+fn open_socket(spec: &str, mtu: u32, macs: &[u64]) -> Result<(NetDevice, OwnedFd), String> {
     let dev = resolve(spec)?;
     let what = |e: String| format!("network device {} ({spec}): {e}", dev.name);
     // The kernel keeps its hands off: no IPv6 autoconfiguration on our wire.
@@ -186,6 +222,17 @@ fn open_socket(spec: &str, mtu: u32) -> Result<(NetDevice, OwnedFd), String> {
     }
     // SAFETY: raw was just opened and is owned here.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // The filter goes on before the socket is bound, so no other frame gets in.
+    match mac_filter(macs) {
+        Some(prog) => {
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+            // SAFETY: SO_ATTACH_FILTER copies the program out of `prog`, which outlives the call.
+            if unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, (&fprog as *const libc::sock_fprog).cast(), std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t) } < 0 {
+                return Err(what(format!("cannot attach the MAC filter: {}", std::io::Error::last_os_error())));
+            }
+        }
+        None => eprintln!("libretto: {}: {} MACs are more than the filter holds ({FILTER_MAX_MACS}); every frame on the wire is read", dev.name, macs.len()),
+    }
     sockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, 1).map_err(|e| what(format!("PACKET_VNET_HDR: {e}")))?;
     sockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1).map_err(|e| what(format!("PACKET_IGNORE_OUTGOING: {e}")))?;
     // Bypassing the qdisc is an optimisation; older kernels lack it.
@@ -216,25 +263,75 @@ fn open_socket(spec: &str, mtu: u32) -> Result<(NetDevice, OwnedFd), String> {
     Ok((dev, fd))
 }
 
-/// Open the device `spec` names as the system's NIC; returns the ring of
-/// frames from it (waking `rx_consumer`) and the ring of frames to it.
-pub fn open_rings(spec: &str, mtu: u32, rx_consumer: Arc<Notify>, ring_frames: usize) -> Result<(Tap, Arc<Ring>, Arc<Ring>), String> {
-    let (dev, fd) = open_socket(spec, mtu)?;
+/// Open the device `spec` names as the system's NIC, taking the frames to
+/// `macs` (the NIC's and the apps') and to group addresses; returns the ring
+/// of frames from it (waking `rx_consumer`) and the ring of frames to it.
+pub fn open_rings(spec: &str, mtu: u32, macs: &[u64], rx_consumer: Arc<Notify>, ring_frames: usize) -> Result<(Tap, Arc<Ring>, Arc<Ring>), String> {
+    let (dev, fd) = open_socket(spec, mtu, macs)?;
     let rx = Ring::new(format!("{}-rx", dev.name), ring_frames, rx_consumer);
     let (t, tx) = Tap::start(&dev.name, fd, rx.clone(), Arc::new(AtomicBool::new(true)), ring_frames)?;
     Ok((t, rx, tx))
 }
 
-/// Open the device `spec` names as an app's own NIC for direct mode:
-/// what it receives goes into `rx` while `active` is set.
-pub fn open_into(spec: &str, mtu: u32, rx: Arc<Ring>, active: Arc<AtomicBool>, ring_frames: usize) -> Result<(Tap, Arc<Ring>), String> {
-    let (dev, fd) = open_socket(spec, mtu)?;
+/// Open the device `spec` names as an app's own NIC for direct mode (the
+/// app's MAC `mac` and group addresses): what it receives goes into `rx`
+/// while `active` is set.
+pub fn open_into(spec: &str, mtu: u32, mac: u64, rx: Arc<Ring>, active: Arc<AtomicBool>, ring_frames: usize) -> Result<(Tap, Arc<Ring>), String> {
+    let (dev, fd) = open_socket(spec, mtu, &[mac])?;
     Tap::start(&dev.name, fd, rx, active, ring_frames)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run a classic BPF program of the loads, jumps and returns `mac_filter` uses.
+    fn run(prog: &[libc::sock_filter], frame: &[u8]) -> u32 {
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match i.code as u32 {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => a = u32::from_be_bytes(frame[i.k as usize..i.k as usize + 4].try_into().unwrap()),
+                c if c == libc::BPF_LD | libc::BPF_H | libc::BPF_ABS => a = u16::from_be_bytes(frame[i.k as usize..i.k as usize + 2].try_into().unwrap()) as u32,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => pc += if a == i.k { i.jt } else { i.jf } as usize,
+                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => pc += if a & i.k != 0 { i.jt } else { i.jf } as usize,
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                c => panic!("unexpected BPF code {c:#x}"),
+            }
+        }
+    }
+
+    fn frame_to(mac: u64) -> Vec<u8> {
+        let mut f = mac.to_be_bytes()[2..].to_vec();
+        f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 1, 0x08, 0x00]);
+        f
+    }
+
+    #[test]
+    fn the_mac_filter_takes_its_macs_and_group_addresses_only() {
+        let macs = [0x0200_0000_2002u64, 0x0200_0000_2003, 0xfe00_dead_beef];
+        let prog = mac_filter(&macs).unwrap();
+        for &m in &macs {
+            assert_eq!(run(&prog, &frame_to(m)), u32::MAX, "{m:012x}");
+        }
+        for m in [0xffff_ffff_ffffu64, 0x0100_5e00_0001, 0x3333_0000_0001] {
+            assert_eq!(run(&prog, &frame_to(m)), u32::MAX, "group {m:012x}");
+        }
+        // Another host's unicast, and near misses in either half of a MAC.
+        for m in [0x5254_0000_2010u64, 0x0200_0000_2004, 0x0200_0001_2002, 0x0000_0000_2002, 0xfe00_dead_beee] {
+            assert_eq!(run(&prog, &frame_to(m)), 0, "{m:012x}");
+        }
+        let one = mac_filter(&[0x0200_0000_2003]).unwrap();
+        assert_eq!(run(&one, &frame_to(0x0200_0000_2003)), u32::MAX);
+        assert_eq!(run(&one, &frame_to(0x0200_0000_2002)), 0);
+        let max: Vec<u64> = (0..FILTER_MAX_MACS as u64).map(|i| 0x0200_0000_0000 + i).collect();
+        let big = mac_filter(&max).unwrap();
+        assert_eq!(run(&big, &frame_to(0x0200_0000_0000)), u32::MAX);
+        assert_eq!(run(&big, &frame_to(0x0200_0000_0000 + FILTER_MAX_MACS as u64 - 1)), u32::MAX);
+        assert_eq!(run(&big, &frame_to(0x0200_0000_0000 + FILTER_MAX_MACS as u64)), 0);
+        assert!(mac_filter(&(0..FILTER_MAX_MACS as u64 + 1).collect::<Vec<_>>()).is_none());
+    }
 
     #[test]
     fn pci_addresses_are_recognised_and_normalised() {

@@ -314,7 +314,9 @@ pub fn run(m: Manifest) -> Result<i32, String> {
             tap = Some(t);
         }
         NicBackend::Packet(spec) => {
-            let (t, from_device, to_device) = crate::packet::open_rings(spec, m.mtu, switch.server_notify(), 4096)?;
+            // libretto's MACs on this wire: the NIC's and every app's (apps with an IP of their own use theirs).
+            let macs: Vec<u64> = std::iter::once(m.nic_mac).chain(m.apps.iter().map(|a| a.mac)).collect();
+            let (t, from_device, to_device) = crate::packet::open_rings(spec, m.mtu, &macs, switch.server_notify(), 4096)?;
             switch.attach_nic(from_device, to_device);
             tap = Some(t);
         }
@@ -384,7 +386,7 @@ pub fn run(m: Manifest) -> Result<i32, String> {
         let direct = match &a.direct_tap {
             Some(name) => {
                 let active = Arc::new(AtomicBool::new(a.direct));
-                let opened = if a.direct_packet { crate::packet::open_into(name, m.mtu, port.from_server.clone(), active.clone(), 4096) } else { Tap::open_into(name, port.from_server.clone(), active.clone(), 4096) };
+                let opened = if a.direct_packet { crate::packet::open_into(name, m.mtu, a.mac, port.from_server.clone(), active.clone(), 4096) } else { Tap::open_into(name, port.from_server.clone(), active.clone(), 4096) };
                 let (tap, tx) = opened.map_err(|e| format!("app `{}`: {e}", a.name))?;
                 if a.direct {
                     let info = slot.get().info.clone();
