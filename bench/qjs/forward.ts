@@ -3,7 +3,7 @@
 // out, through the component's batch parser and the Forwarder
 // (components/network-server), with the portmap answered in JavaScript.
 // CPU per frame, the logic alone: no crossings, no rings.
-import { Decisions, Forwarder, type InFrame } from '../../components/network-server/src/forward.ts';
+import { Decisions, Forwarder, parseBatch as parse, type InFrame } from '../../components/network-server/src/forward.ts';
 
 declare const cpuNow: () => number;
 
@@ -13,20 +13,6 @@ const NIC_MAC = 0x020000003f01;
 const APP_MAC = 0x020000003f02;
 const PEER = 0x0a3f0001;
 const PEER_MAC = 0x020000003f09;
-
-/** As components/network-server/src/component.ts parses a rings.recv batch. */
-function parse(batch: Uint8Array, out: InFrame[]): void {
-  out.length = 0;
-  const dv = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
-  let at = 0;
-  while (at + RX_DESC <= batch.length) {
-    const headLen = dv.getUint16(at + 22, true);
-    const end = at + RX_DESC + headLen;
-    if (end > batch.length) break;
-    out.push({ port: dv.getUint32(at, true), id: dv.getUint32(at + 4, true), len: dv.getUint32(at + 8, true), head: batch.subarray(at + RX_DESC, end) });
-    at = end;
-  }
-}
 
 function frame(fromNic: boolean): Uint8Array {
   const b = new Uint8Array(64);

@@ -10,9 +10,8 @@ import * as nic from 'libretto:net/nic@0.1.0';
 import * as lookup from 'libretto:net/portmap-lookup@0.1.0';
 import * as rings from 'libretto:net/rings@0.1.0';
 import { num, u32, u64 } from '../../lib/abi.ts';
-import { Decisions, Forwarder, type InFrame, type PortView } from './forward.ts';
+import { Decisions, Forwarder, parseBatch, type InFrame, type PortView } from './forward.ts';
 
-const RX_DESC = 24;
 let forwarder: Forwarder | null = null;
 let batches = 0;
 
@@ -32,20 +31,6 @@ function loadPorts(f: Forwarder): void {
 
 function u32in(x: number): number {
   return x >>> 0;
-}
-
-/** Parse a rings.recv batch into frames (heads are views). */
-function parse(batch: Uint8Array, out: InFrame[]): void {
-  out.length = 0;
-  const dv = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
-  let at = 0;
-  while (at + RX_DESC <= batch.length) {
-    const headLen = dv.getUint16(at + 22, true);
-    const end = at + RX_DESC + headLen;
-    if (end > batch.length) break;
-    out.push({ port: dv.getUint32(at, true), id: dv.getUint32(at + 4, true), len: dv.getUint32(at + 8, true), head: batch.subarray(at + RX_DESC, end) });
-    at = end;
-  }
 }
 
 export const server = {
@@ -70,7 +55,7 @@ export const server = {
         }
         continue;
       }
-      parse(batch, frames);
+      parseBatch(batch, frames);
       d.reset();
       f.decide(frames, answer, d);
       if (d.builtCount) rings.send(d.builtBytes());

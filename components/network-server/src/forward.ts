@@ -57,6 +57,23 @@ export interface LookupKey {
   port: number;
 }
 
+/** Bytes of a `rings.recv` descriptor before each frame's head. */
+const RX_DESC = 24;
+
+/** Parse a `rings.recv` batch into `out` (heads are views into `batch`). */
+export function parseBatch(batch: Uint8Array, out: InFrame[]): void {
+  out.length = 0;
+  const dv = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+  let at = 0;
+  while (at + RX_DESC <= batch.length) {
+    const headLen = dv.getUint16(at + 22, true);
+    const end = at + RX_DESC + headLen;
+    if (end > batch.length) break;
+    out.push({ port: dv.getUint32(at, true), id: dv.getUint32(at + 4, true), len: dv.getUint32(at + 8, true), head: batch.subarray(at + RX_DESC, end) });
+    at = end;
+  }
+}
+
 /** What the decisions of one batch came to. */
 export class Decisions {
   routes = new Uint8Array(8 * 256);
