@@ -319,17 +319,18 @@ async function boot(state: { inGuest: boolean }): Promise<void> {
 test('Xen under QEMU (TCG, +svm, AMD IOMMU): dom0 runs xl create, the libretto guest boots as an HVM guest with an e1000 passed through, and answers HTTP over it', async () => {
   if (skipOrFail()) return;
   // Inside the HVM guest, emulation runs on emulation (TCG under Xen under
-  // TCG), and on a loaded machine a boot has failed there in ways a second
-  // boot did not repeat (xen-host/README.md): one more boot is allowed
-  // after a failure inside the guest, never after one before it.
+  // TCG), and boots fail there below libretto (the guest's kernel
+  // triple-faults; xen-host/README.md) in ways the next boot does not
+  // repeat: up to two more boots are allowed after a failure inside the
+  // guest, never after one before it.
   for (let attempt = 1; ; attempt++) {
     const state = { inGuest: false };
     try {
       await boot(state);
       return;
     } catch (e) {
-      if (attempt >= 2 || !state.inGuest) throw e;
-      console.log(`    xen: boot ${attempt} failed inside the HVM guest; booting once more. ${String((e as Error).message).split('\n').slice(0, 40).join('\n    ')}`);
+      if (attempt >= 3 || !state.inGuest) throw e;
+      console.log(`    xen: boot ${attempt} failed inside the HVM guest; booting again. ${String((e as Error).message).split('\n').slice(0, 40).join('\n    ')}`);
     }
   }
 });
