@@ -48,7 +48,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync,
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sh, has } from './lib.mjs';
+import { sh, has, nginxConf } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.argv.includes('--quick');
@@ -206,29 +206,7 @@ function buildOverlay(variant) {
     const d = `/run/${name}`;
     file(
       `etc/bench/${name}.conf`,
-      `daemon off;
-master_process on;
-worker_processes ${workers};
-user root;
-pid ${d}/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000000;
-  default_type application/octet-stream;
-  client_body_temp_path ${d}/body;
-  proxy_temp_path ${d}/proxy;
-  fastcgi_temp_path ${d}/fastcgi;
-  uwsgi_temp_path ${d}/uwsgi;
-  scgi_temp_path ${d}/scgi;
-  server { listen ${LINUX}:${port}; root /srv/www; }
-}
-`,
+      nginxConf({ dir: d, workers, listen: `${LINUX}:${port}`, root: '/srv/www', errorLog: 'stderr' }),
     );
   }
   const kit = (port, cache) =>

@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lineChart } from './svg.mjs';
-import { sh, has, started } from './lib.mjs';
+import { sh, has, started, nginxConf } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.argv.includes('--quick');
@@ -167,32 +167,7 @@ function nginx(name, port, workers) {
   const conf = join(d, 'nginx.conf');
   writeFileSync(
     conf,
-    `daemon off;
-master_process on;
-worker_processes ${workers};
-user root;
-pid ${d}/nginx.pid;
-error_log ${d}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000000;
-  default_type application/octet-stream;
-  client_body_temp_path ${d}/body;
-  proxy_temp_path ${d}/proxy;
-  fastcgi_temp_path ${d}/fastcgi;
-  uwsgi_temp_path ${d}/uwsgi;
-  scgi_temp_path ${d}/scgi;
-  server {
-    listen 10.65.12.2:${port};
-    root ${www};
-  }
-}
-`,
+    nginxConf({ dir: d, workers, listen: `10.65.12.2:${port}`, root: www, errorLog: `${d}/error.log` }),
   );
   const p = spawn('ip', ['netns', 'exec', NS, 'nginx', '-e', `${d}/error.log`, '-p', d, '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   nginxes.push(p);

@@ -27,3 +27,34 @@ export function started(proc, re, what) {
     proc.stderr.on('data', on);
   });
 }
+
+/**
+ * nginx's configuration for the benchmarks: `workers` workers serving
+ * `root` on `listen` (ADDRESS:PORT), files by sendfile, keep-alive without
+ * a request limit, its state under `dir`, errors to `errorLog`.
+ */
+export function nginxConf({ dir, workers, listen, root, errorLog }) {
+  return `daemon off;
+master_process on;
+worker_processes ${workers};
+user root;
+pid ${dir}/nginx.pid;
+error_log ${errorLog} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000000;
+  default_type application/octet-stream;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server { listen ${listen}; root ${root}; }
+}
+`;
+}
